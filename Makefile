@@ -1,0 +1,44 @@
+# insurance-serving: `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+TOOLS_DIR ?= .tools
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k auto -x"`.
+PYTEST_ARGS ?=
+
+# Targets that install external tools (helm, kubectl, hadolint, promtool); mk/*.mk add to it.
+TOOLS_TARGETS :=
+
+-include mk/*.mk
+
+.PHONY: help install serve test train tools clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(INSTALLED) ## Create .venv and install the pinned runtime, training and test dependencies
+
+$(INSTALLED): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+tools: $(TOOLS_TARGETS) ## Install helm, kubectl, hadolint and promtool where missing (project-local $(TOOLS_DIR)/bin)
+
+serve: install ## Serve all five models on 127.0.0.1 (HTTP 8080, gRPC 8081, metrics 8082)
+	$(PY) -m runtime.serve models
+
+test: install tools ## Run the test suite (installs what is missing first)
+	PATH="$(abspath $(TOOLS_DIR))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+train: install ## Retrain every bundle into models/ (reproducible: same data, same model hash)
+	$(PY) -m training --all --out models
+
+clean: ## Remove the virtualenv, tools and caches
+	rm -rf $(VENV) $(TOOLS_DIR) .pytest_cache

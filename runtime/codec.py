@@ -1,0 +1,124 @@
+"""V2 (Open Inference Protocol) requests <-> the raw columns predictors/ works on.
+
+Checks done here, before any array is built from a request: known input names, no
+duplicates, datatype per feature kind, shape [N] or [N, 1] with N >= 1 and N equal to the
+number of data elements and the same for every input, the batch-size limit. Everything
+else (values, ranges, UTF-8) is checked by predictors.normalize.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor, ResponseOutput
+
+from predictors.encoding import InputError
+from predictors.spec import NUMERIC, Feature
+
+NUMERIC_DATATYPES = ("FP32", "FP64", "INT32", "INT64")
+TEXT_DATATYPES = ("BYTES",)
+QUOTE_TIME = "quote_time"  # request parameter: ISO-8601 instant used for time-dependent pricing
+
+
+def allowed_datatypes(feature: Feature) -> tuple[str, ...]:
+    return NUMERIC_DATATYPES if feature.kind == NUMERIC else TEXT_DATATYPES
+
+
+def _rows(name: str, shape: Sequence[int], max_rows: int) -> int:
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+        raise InputError(name, f"shape {list(shape)} is not [N] or [N, 1]")
+    n = shape[0]
+    if n < 1:
+        raise InputError(name, f"shape {list(shape)}: empty batch, at least one row is required")
+    if n > max_rows:
+        raise InputError(name, f"shape {list(shape)}: {n} rows exceed the limit of {max_rows} per request")
+    return n
+
+
+def _flat(name: str, data: Any, n: int) -> list:
+    if not isinstance(data, list):
+        data = [data]
+    if len(data) == n and not any(isinstance(v, list) for v in data):
+        return data
+    flat: list = []
+    for v in data:
+        if isinstance(v, list):
+            if any(isinstance(w, list) for w in v):
+                raise InputError(name, "data is nested deeper than the shape [N, 1] allows")
+            flat.extend(v)
+        else:
+            flat.append(v)
+        if len(flat) > n:
+            break
+    if len(flat) != n:
+        raise InputError(name, f"shape says {n} rows but data holds {'more' if len(flat) > n else len(flat)} "
+                               "elements")
+    return flat
+
+
+def decode(request: InferenceRequest, features: Sequence[Feature], max_rows: int) -> tuple[dict[str, list], int]:
+    by_name = {f.name: f for f in features}
+    if not request.inputs:
+        raise InputError(None, f"the request has no inputs; send some of: {', '.join(by_name)}")
+    raw: dict[str, list] = {}
+    n: int | None = None
+    first = None
+    for inp in request.inputs:
+        feature = by_name.get(inp.name)
+        if feature is None:
+            raise InputError(inp.name, f"unknown input; allowed inputs: {', '.join(by_name)}")
+        if inp.name in raw:
+            raise InputError(inp.name, "sent twice")
+        allowed = allowed_datatypes(feature)
+        datatype = getattr(inp.datatype, "value", inp.datatype)
+        if datatype not in allowed:
+            raise InputError(inp.name, f"datatype {datatype} is not allowed for a {feature.kind} "
+                                       f"feature; allowed: {', '.join(allowed)}")
+        rows = _rows(inp.name, inp.shape, max_rows)
+        if n is None:
+            n, first = rows, inp.name
+        elif rows != n:
+            raise InputError(inp.name, f"has {rows} rows but input '{first}' has {n}")
+        raw[inp.name] = _flat(inp.name, inp.data.root, rows)
+    return raw, n  # type: ignore[return-value]
+
+
+def quote_time(request: InferenceRequest) -> datetime:
+    params = request.parameters.model_extra if request.parameters is not None else None
+    value = (params or {}).get(QUOTE_TIME)
+    if value is None:
+        return datetime.now(timezone.utc)
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError as e:
+        raise InputError(None, f"parameter '{QUOTE_TIME}' is {value!r}, not an ISO-8601 date-time") from e
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def encode(model_name: str, model_version: str | None, request_id: str | None, n: int,
+           outputs: Mapping[str, Any], datatypes: Mapping[str, str], wanted: Sequence[str] | None = None
+           ) -> InferenceResponse:
+    names = list(datatypes)
+    if wanted:
+        unknown = [w for w in wanted if w not in datatypes]
+        if unknown:
+            raise InputError(None, f"requested output '{unknown[0]}' does not exist; outputs: {', '.join(names)}")
+        names = [w for w in names if w in wanted]
+    return InferenceResponse(
+        model_name=model_name,
+        model_version=model_version,
+        id=request_id,
+        outputs=[
+            ResponseOutput(name=name, shape=[n], datatype=datatypes[name],
+                           data=outputs[name].tolist() if hasattr(outputs[name], "tolist") else outputs[name])
+            for name in names
+        ],
+    )
+
+
+def metadata(features: Sequence[Feature], datatypes: Mapping[str, str]) -> tuple[list, list]:
+    inputs = [MetadataTensor(name=f.name, datatype="FP64" if f.kind == NUMERIC else "BYTES", shape=[-1])
+              for f in features]
+    outputs = [MetadataTensor(name=name, datatype=dt, shape=[-1]) for name, dt in datatypes.items()]
+    return inputs, outputs

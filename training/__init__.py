@@ -1,0 +1,1 @@
+"""Reproducible training: synthetic or real data -> model -> integrity-checked bundle."""

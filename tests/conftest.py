@@ -1,0 +1,147 @@
+"""Shared fixtures: config, shipped bundles, V2 requests from testdata, and a real MLServer.
+
+The server fixture starts the real `mlserver` executable on free loopback ports, serving a
+copy of the shipped repository (plus a second `auto` version trained into tmp) from a
+temporary folder: tests never write into the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from predictors.spec import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+TESTDATA = Path(__file__).with_name("testdata")
+MLSERVER = Path(sys.executable).with_name("mlserver")
+
+
+@pytest.fixture(scope="session")
+def config():
+    return load_config()
+
+
+@pytest.fixture(scope="session")
+def verticals(config):
+    return sorted(config.verticals)
+
+
+def shipped_bundle(name: str) -> Path:
+    """The one shipped bundle of a vertical (models/<name>/<semver>/)."""
+    found = sorted(p.parent for p in (MODELS / name).glob("*/manifest.json"))
+    assert len(found) == 1, f"expected one shipped bundle of {name}, found {found}"
+    return found[0]
+
+
+def request_json(name: str) -> dict:
+    return json.loads((TESTDATA / f"{name}.json").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    repository: Path
+    log: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def ready(self, path: str = "/v2/health/ready") -> bool:
+        try:
+            with urllib.request.urlopen(self.http + path, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(repository: Path, workdir: Path, expect: list[str], extra_settings: dict | None = None,
+                 env: dict | None = None, timeout: float = 90.0) -> Server:
+    """Start `mlserver start repository` on free ports; wait until every path in `expect` answers 200."""
+    ports = [free_port() for _ in range(3)]
+    settings = {"host": "127.0.0.1", "http_port": ports[0], "grpc_port": ports[1], "metrics_port": ports[2],
+                "parallel_workers": 0, "debug": False, "load_models_at_startup": True,
+                **(extra_settings or {})}
+    (repository / "settings.json").write_text(json.dumps(settings))
+    log = workdir / f"mlserver-{ports[0]}.log"
+    process = subprocess.Popen([str(MLSERVER), "start", str(repository)], cwd=workdir,
+                               stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    server = Server(process, *ports, repository=repository, log=log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlserver exited with {process.returncode}:\n{server.log_text()[-4000:]}")
+        if all(server.ready(path) for path in expect):
+            return server
+        time.sleep(0.25)
+    stop_server(server)
+    raise RuntimeError(f"mlserver not ready in {timeout} s:\n{server.log_text()[-4000:]}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(5)
+
+
+def copy_repository(dest: Path, verticals) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in verticals:
+        bundle = shipped_bundle(name)
+        shutil.copytree(bundle, dest / name / bundle.name)
+    return dest
+
+
+SECOND_AUTO_VERSION = "1.1.0"
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory, verticals) -> Path:
+    """The shipped bundles, plus auto 1.1.0 trained on a smaller sample (two versions to route)."""
+    repo = copy_repository(tmp_path_factory.mktemp("repository"), verticals)
+    from training.__main__ import main as train
+
+    assert train(["--vertical", "auto", "--version", SECOND_AUTO_VERSION, "--rows", "3000",
+                  "--out", str(repo)]) == 0
+    return repo
+
+
+@pytest.fixture(scope="session")
+def server(model_repository, tmp_path_factory, verticals):
+    expect = [f"/v2/models/{name}/ready" for name in verticals]
+    expect.append(f"/v2/models/auto/versions/{SECOND_AUTO_VERSION}/ready")
+    srv = start_server(model_repository, tmp_path_factory.mktemp("server"), expect)
+    yield srv
+    stop_server(srv)

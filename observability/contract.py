@@ -1,0 +1,119 @@
+"""The metric contract between the runtime, the alert rules and the dashboards.
+
+The runtime exports the ``ML_METRICS`` on MLServer's metrics port (8082, ``/metrics``),
+beside MLServer's own metrics (``MLSERVER_METRICS``). In Kubernetes the scrape adds
+``namespace`` and ``pod`` (and ``job``, ``instance``, ...); locally they are absent, so every
+rule and dashboard query works with and without them.
+
+Names here are the *metric family* names; a histogram exports ``<name>_bucket``,
+``<name>_sum`` and ``<name>_count``, a counter ``<name>`` (ending in ``_total``) and, from
+prometheus_client, ``<name minus _total>_created``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODEL_LABELS = ("model_name", "model_version")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    type: str  # counter | gauge | histogram | summary
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] | None = None
+
+    def series_names(self) -> tuple[str, ...]:
+        """Sample names this family exposes in the Prometheus text format."""
+        if self.type == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        if self.type == "summary":
+            return (self.name, f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
+
+
+#: Buckets of ml_prediction_score: 0.05, 0.10, ..., 1.00.
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+#: Buckets of ml_scoring_latency_seconds (prometheus_client's defaults). 0.5 must stay a
+#: bucket bound: the p99 > 500 ms alert is exact only at a bucket bound.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+ML_METRICS: tuple[Metric, ...] = (
+    Metric(
+        "ml_scoring_latency_seconds", "histogram", MODEL_LABELS,
+        "Time of the predictor's predict() from decode to encode, observed once per call, "
+        "successful or not (its _count is the request count of the error ratio).",
+        LATENCY_BUCKETS,
+    ),
+    Metric(
+        "ml_scoring_errors_total", "counter", MODEL_LABELS + ("error_type",),
+        "Failed predict() calls by error_type (invalid_input, unknown_input, internal, ...).",
+    ),
+    Metric("ml_rows_total", "counter", MODEL_LABELS, "Rows scored."),
+    Metric(
+        "ml_prediction_score", "histogram", MODEL_LABELS,
+        "Distribution of the model's score (probability), buckets 0.05..1.0 step 0.05.",
+        SCORE_BUCKETS,
+    ),
+    Metric(
+        "ml_decisions_total", "counter", MODEL_LABELS + ("decision",),
+        "Decisions by value: accept/reject (lead scoring), ML_APPROVED/ML_REJECTED/ML_REVIEW (claims).",
+    ),
+    Metric("ml_quoted_price", "histogram", MODEL_LABELS, "Quoted price (lead scoring only)."),
+    Metric(
+        "ml_feature_drift_psi", "gauge", MODEL_LABELS + ("feature",),
+        "Population stability index of a feature: sliding window of live rows vs the training reference.",
+    ),
+    Metric(
+        "ml_feature_drift_ks", "gauge", MODEL_LABELS + ("feature",),
+        "Two-sample Kolmogorov-Smirnov statistic of a numeric feature, same window and reference.",
+    ),
+    Metric("ml_model_drift_psi", "gauge", MODEL_LABELS, "Max of ml_feature_drift_psi over the model's features."),
+    Metric(
+        "ml_model_performance", "gauge", MODEL_LABELS + ("metric", "source"),
+        "Model quality: metric in roc_auc|precision|recall|f1|accuracy, source training|live.",
+    ),
+    Metric("ml_model_ready", "gauge", MODEL_LABELS, "1 while the version is loaded, 0 after unload or a failed load."),
+)
+
+#: MLServer 1.7.1's built-in metrics that the dashboards/alerts use. Note the label names:
+#: ``model``/``version`` (not model_name/model_version), and ``version`` is the version in
+#: the request URL, "None" for /v2/models/<name>/infer. The REST and gRPC metrics carry no
+#: model label at all (REST paths are route templates such as /v2/models/{model_name}/infer).
+MLSERVER_METRICS: tuple[Metric, ...] = (
+    Metric("model_infer_request_success_total", "counter", ("model", "version"), "Successful inference requests."),
+    Metric(
+        "model_infer_request_failure_total", "counter", ("model", "version"),
+        "Inference requests that raised (model not found/not ready, predictor errors).",
+    ),
+    Metric(
+        "model_infer_request_duration", "summary", ("model", "version"),
+        "Inference request duration inside MLServer (no quantiles; _count counts every request).",
+    ),
+    Metric(
+        "rest_server_requests_total", "counter", ("method", "path", "status_code", "app_name"),
+        "HTTP requests by route template and status (starlette_exporter); not health or /metrics.",
+    ),
+    Metric(
+        "rest_server_request_duration_seconds", "histogram", ("method", "path", "status_code", "app_name"),
+        "HTTP request duration.",
+    ),
+    Metric(
+        "grpc_server_handled_total", "counter", ("grpc_type", "grpc_service", "grpc_method", "grpc_code"),
+        "gRPC calls by method and status code (py-grpc-prometheus); only after the first gRPC call.",
+    ),
+)
+
+#: Labels a scrape may add (Kubernetes) or Prometheus itself uses.
+SCRAPE_LABELS = ("namespace", "pod", "job", "instance", "container", "endpoint", "service", "pid")
+
+
+def known_series() -> dict[str, Metric]:
+    """Every sample name the rules and dashboards may reference -> its metric family."""
+    out: dict[str, Metric] = {}
+    for metric in ML_METRICS + MLSERVER_METRICS:
+        for name in metric.series_names():
+            out[name] = metric
+    return out

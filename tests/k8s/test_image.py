@@ -137,21 +137,23 @@ def test_image_installs_every_package_of_the_project():
     assert not missing, f"COPY sources missing from the repository: {missing}"
 
 
-def test_mlserver_ignores_injected_model_variables(tmp_path, monkeypatch):
+def test_mlserver_ignores_injected_model_variables(tmp_path):
     """KServe injects MLSERVER_MODEL_NAME/URI/IMPLEMENTATION for runtimes it treats as MLServer.
     With a model-settings.json in the bundle MLServer 1.7.1 ignores them: still exactly one
-    model, named after the vertical, with the bundle's version."""
-    import asyncio
+    model, named after the vertical, with the bundle's version.
 
-    from mlserver.cli.serve import load_settings
-
+    Run in a child process: importing mlserver.cli loads MLServer's generated gRPC protos, which
+    clash with tritonclient's (both define `inference.*`) in the test session's interpreter."""
     bundle = _bundle(tmp_path, "auto")
-    for k, v in {"MLSERVER_MODEL_NAME": "auto-isvc", "MLSERVER_MODEL_URI": "/mnt/models",
-                 "MLSERVER_MODEL_IMPLEMENTATION": "mlserver_lightgbm.LightGBMModel",
-                 "MLSERVER_MODEL_VERSION": "9.9.9"}.items():
-        monkeypatch.setenv(k, v)
-    _, models = asyncio.run(load_settings(str(bundle)))
-    assert [(m.name, m.version, m.implementation_) for m in models] == [("auto", _version("auto"), "runtime.InsuranceModel")]
+    env = {**os.environ, "MLSERVER_MODEL_NAME": "auto-isvc", "MLSERVER_MODEL_URI": "/mnt/models",
+           "MLSERVER_MODEL_IMPLEMENTATION": "mlserver_lightgbm.LightGBMModel", "MLSERVER_MODEL_VERSION": "9.9.9"}
+    code = ("import asyncio, json, sys; from mlserver.cli.serve import load_settings; "
+            "_, models = asyncio.run(load_settings(sys.argv[1])); "
+            "print(json.dumps([[m.name, m.version, m.implementation_] for m in models]))")
+    done = subprocess.run([sys.executable, "-c", code, str(bundle)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [["auto", _version("auto"), "runtime.InsuranceModel"]]
 
 
 # ---- the image's command as a real process ----------------------------------------------------

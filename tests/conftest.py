@@ -20,7 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from predictors.spec import load_config
+# One OpenMP thread for LightGBM / scikit-learn in the test process (set before they load): on a
+# shared 2-core machine, OpenMP's spinning threads slow training down by an order of magnitude.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from predictors.spec import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"

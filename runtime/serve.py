@@ -74,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     env = {"OMP_NUM_THREADS": "1", **os.environ}
     mlserver = Path(sys.executable).with_name("mlserver")
     start = time.monotonic()
-    child = subprocess.Popen([str(mlserver), "start", str(repository)], env=env)
+    # Own process group, so Ctrl-C reaches MLServer only as the SIGTERM below (a clean shutdown;
+    # MLServer 1.7.1 prints a CancelledError traceback on SIGINT).
+    child = subprocess.Popen([str(mlserver), "start", str(repository)], env=env, start_new_session=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+        signal.signal(sig, lambda _signum, _frame: child.terminate())
 
     pending = list(models)
     while pending and child.poll() is None and time.monotonic() - start < args.timeout:

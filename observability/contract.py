@@ -39,6 +39,9 @@ SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 #: Buckets of ml_scoring_latency_seconds (prometheus_client's defaults). 0.5 must stay a
 #: bucket bound: the p99 > 500 ms alert is exact only at a bucket bound.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+#: Buckets of ml_quoted_price (USD a year; base premiums run from 600 for life to 4,800 for health).
+PRICE_BUCKETS = (100.0, 250.0, 500.0, 750.0, 1000.0, 1250.0, 1500.0, 2000.0, 2500.0, 3000.0, 4000.0, 5000.0,
+                 6000.0, 8000.0, 10000.0, 15000.0, 25000.0, 50000.0)
 
 ML_METRICS: tuple[Metric, ...] = (
     Metric(
@@ -61,7 +64,7 @@ ML_METRICS: tuple[Metric, ...] = (
         "ml_decisions_total", "counter", MODEL_LABELS + ("decision",),
         "Decisions by value: accept/reject (lead scoring), ML_APPROVED/ML_REJECTED/ML_REVIEW (claims).",
     ),
-    Metric("ml_quoted_price", "histogram", MODEL_LABELS, "Quoted price (lead scoring only)."),
+    Metric("ml_quoted_price", "histogram", MODEL_LABELS, "Quoted price (lead scoring only).", PRICE_BUCKETS),
     Metric(
         "ml_feature_drift_psi", "gauge", MODEL_LABELS + ("feature",),
         "Population stability index of a feature: sliding window of live rows vs the training reference.",

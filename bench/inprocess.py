@@ -1,0 +1,68 @@
+"""The in-process ceiling: rows/s of scoring with no server at all, one thread.
+
+LightGBM's Booster.predict, the same booster through the C API (predictors/scoring.py), the
+trees compiled by lleaves when installed, and the whole predictors/ business path (validation,
+encoding, scoring, pricing) from raw columns, on 1 row, 32 rows and 1,024 rows per call.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from predictors import load_predictor
+from predictors.scoring import CompiledScorer, compile_to, lleaves_available, object_path
+
+from .payloads import Rows, encoded_matrix
+from .servers import MODELS, MODEL
+
+
+def _rate(fn, rows: int, seconds: float) -> float:
+    fn()  # warm
+    calls, start = 0, time.perf_counter()
+    deadline = start + seconds
+    while True:
+        fn()
+        calls += 1
+        now = time.perf_counter()
+        if now >= deadline:
+            return calls * rows / (now - start)
+
+
+def measure(rows: Rows, seconds: float = 0.5, sizes: tuple[int, ...] = (1, 32, 1024),
+            cache_dir: Path | None = None) -> list[dict]:
+    bundle = next((MODELS / MODEL).glob("*/manifest.json")).parent
+    predictor = load_predictor(bundle)
+    booster = predictor.model
+    compiled = None
+    if lleaves_available():
+        cache_dir = cache_dir or Path(tempfile.gettempdir()) / "insurance-bench-compiled"
+        obj = object_path(bundle / "model.txt", cache_dir)
+        if not obj.exists():
+            compile_to(bundle / "model.txt", obj)
+        compiled = CompiledScorer(bundle / "model.txt", obj)
+    out = []
+    for size in sizes:
+        raw = rows.slice(0, size)
+        x = np.ascontiguousarray(encoded_matrix(raw, rows.features))
+        cases = {
+            "LightGBM Booster.predict": lambda: booster.predict(x, num_threads=1),
+            "LightGBM C API (predictors/scoring.py)": lambda: predictor.booster_scorer(x),
+        }
+        if compiled is not None:
+            cases["lleaves compiled trees"] = lambda: compiled(x)
+        cases["predictors/ full business path (LightGBM)"] = lambda: predictor.predict(raw)
+        if compiled is not None:
+            def full_compiled():
+                predictor.scorer = compiled
+                try:
+                    return predictor.predict(raw)
+                finally:
+                    predictor.scorer = predictor.booster_scorer
+            cases["predictors/ full business path (lleaves)"] = full_compiled
+        for name, fn in cases.items():
+            out.append({"case": name, "rows_per_call": size, "rows_per_s": _rate(fn, size, seconds)})
+    return out

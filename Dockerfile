@@ -26,6 +26,8 @@ COPY pyproject.toml README.md ./
 COPY predictors/ predictors/
 COPY runtime/ runtime/
 COPY training/ training/
+COPY lifecycle/ lifecycle/
+COPY insurance_client/ insurance_client/
 RUN pip install . \
  && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
 

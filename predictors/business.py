@@ -27,6 +27,8 @@ Claims triage:
 from __future__ import annotations
 
 import json
+import math
+from bisect import bisect_right
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
@@ -40,34 +42,148 @@ ML_APPROVED, ML_REJECTED, ML_REVIEW = "ML_APPROVED", "ML_REJECTED", "ML_REVIEW"
 
 
 def confidence(scores: np.ndarray, threshold: float, present: np.ndarray, n_features: int) -> np.ndarray:
-    above = scores >= threshold
-    span = np.where(above, 1.0 - threshold, threshold)
-    margin = np.abs(scores - threshold) / np.where(span > 0, span, 1.0)
-    return np.clip(margin, 0.0, 1.0) * (present / max(n_features, 1))
+    span_above = 1.0 - threshold if 1.0 - threshold > 0 else 1.0
+    span_below = threshold if threshold > 0 else 1.0
+    margin = np.abs(scores - threshold) / np.where(scores >= threshold, span_above, span_below)
+    return np.minimum(margin, 1.0) * (present / max(n_features, 1))  # margin >= 0: the clip at 0 is moot
 
 
 def decisions(scores: np.ndarray, threshold: float) -> list[str]:
     return [ACCEPT if s >= threshold else REJECT for s in scores.tolist()]
 
 
-def risk_factor(rules: Sequence[Mapping[str, Any]], batch: Batch) -> np.ndarray:
-    risk = np.ones(batch.n)
-    for rule in rules:
-        col = batch.columns[rule["feature"]]
-        if "bands" in rule:
-            for lo, hi, factor in rule["bands"]:
-                with np.errstate(invalid="ignore"):
-                    mask = ~np.isnan(col)
-                    if lo is not None:
-                        mask &= col >= lo
-                    if hi is not None:
-                        mask &= col < hi
-                risk[mask] *= factor
-        else:
-            table = rule["categories"]
-            risk *= np.fromiter((table.get(v, 1.0) if v is not None else 1.0 for v in col),
-                                dtype=np.float64, count=batch.n)
-    return risk
+def risk_factor(rules: Sequence[Mapping[str, Any]], batch: Batch, features: Sequence[Any] = ()) -> np.ndarray:
+    """Product of the risk rules per row (RiskPricing builds the tables once; this builds them per call)."""
+    return RiskPricing(rules, features).factor(batch)
+
+
+def _apply_rule(rule: Mapping[str, Any], batch: Batch, risk: np.ndarray) -> None:
+    """One risk rule applied to ``risk`` in place, by its definition (masks per band, a lookup per
+    row): for the rules the table form of RiskPricing cannot express (e.g. overlapping bands)."""
+    col = batch.columns[rule["feature"]]
+    if "bands" in rule:
+        for lo, hi, factor in rule["bands"]:
+            with np.errstate(invalid="ignore"):
+                mask = ~np.isnan(col)
+                if lo is not None:
+                    mask &= col >= lo
+                if hi is not None:
+                    mask &= col < hi
+            risk[mask] *= factor
+    else:
+        table = rule["categories"]
+        risk *= np.fromiter((table.get(v, 1.0) if v is not None else 1.0 for v in col),
+                            dtype=np.float64, count=batch.n)
+
+
+#: Up to this many rows, risk factors are computed row by row in Python (cheaper than numpy's
+#: per-call overhead for a few rows); the same tables and products, so the same floats.
+_SCALAR_ROWS = 16
+
+
+class RiskPricing:
+    """The vertical's risk rules (config `pricing.risk`) as lookup tables, built once.
+
+    Bands become sorted edges and one factor per interval (1.0 in gaps and for missing values):
+    a row's factor is one ``searchsorted``. A categorical rule becomes a factor per category
+    index (``Batch.codes``), 1.0 for missing and unseen values. Rules these forms cannot express
+    exactly (overlapping bands, a table naming a value outside the feature's categories) keep
+    the row-wise definition.
+    """
+
+    def __init__(self, rules: Sequence[Mapping[str, Any]], features: Sequence[Any] = ()):
+        categories = {f.name: tuple(f.categories) for f in features if f.kind == CATEGORICAL}
+        self.rules: list[tuple] = []
+        for rule in rules:
+            name = rule["feature"]
+            if "bands" in rule:
+                table = self._band_table(rule["bands"])
+                self.rules.append(("bands", name, *table) if table else ("generic", name, rule))
+            else:
+                cats = categories.get(name)
+                table = rule["categories"]
+                if cats is None or not set(table) <= set(cats):
+                    self.rules.append(("generic", name, rule))
+                else:  # index k = category k; the last slot is missing / unseen
+                    factors = np.array([float(table.get(c, 1.0)) for c in cats] + [1.0])
+                    self.rules.append(("codes", name, factors, {c: float(i) for i, c in enumerate(cats)}))
+        # the same tables as Python lists, for factor() on a few rows (None: a rule needs the definition)
+        self._row_tables = None
+        if all(kind != "generic" for kind, *_ in self.rules):
+            self._row_tables = [(True, name, t[0].tolist(), t[1].tolist()) if kind == "bands"
+                                else (False, name, None, t[0].tolist()) for kind, name, *t in self.rules]
+
+    def _factor_rows(self, batch: Batch) -> np.ndarray | None:
+        """factor() for a few rows in plain Python: the same tables and the same products in the
+        same order (hence the same floats), without a dozen numpy calls per rule."""
+        columns = []
+        for is_band, name, edges, factors in self._row_tables:
+            values = batch.columns[name] if is_band else batch.codes.get(name)
+            if values is None:
+                return None  # a Batch built without codes
+            columns.append((values.tolist(), edges, factors))
+        out = []
+        for i in range(batch.n):
+            risk = 1.0
+            for values, edges, factors in columns:
+                v = values[i]
+                if v != v:  # NaN: missing value or unseen category
+                    risk *= factors[-1]
+                elif edges is not None:
+                    risk *= factors[bisect_right(edges, v)]
+                else:
+                    risk *= factors[int(v)]
+            out.append(risk)
+        return np.array(out, dtype=np.float64)
+
+    @staticmethod
+    def _band_table(bands) -> tuple[np.ndarray, np.ndarray] | None:
+        bands = sorted(bands, key=lambda b: -math.inf if b[0] is None else b[0])
+        edges: list[float] = []
+        factors: list[float] = [1.0]  # below the first edge
+        upper = -math.inf
+        for lo, hi, factor in bands:
+            lo = -math.inf if lo is None else float(lo)
+            hi = math.inf if hi is None else float(hi)
+            if lo < upper or not lo < hi:
+                return None  # overlapping or empty: not a partition
+            if lo > upper:  # a gap (or the first band): factor 1.0 up to lo
+                if lo != -math.inf:
+                    edges.append(lo)
+                    factors.append(1.0)
+            factors[-1] = float(factor)
+            if hi != math.inf:
+                edges.append(hi)
+                factors.append(1.0)
+            upper = hi
+        return np.array(edges), np.array(factors + [1.0])  # the extra last slot: missing (NaN)
+
+    def factor(self, batch: Batch) -> np.ndarray:
+        if batch.n <= _SCALAR_ROWS and self._row_tables is not None:
+            risk = self._factor_rows(batch)
+            if risk is not None:
+                return risk
+        risk = np.ones(batch.n)
+        for kind, name, *table in self.rules:
+            if kind == "bands":
+                edges, factors = table
+                col = batch.columns[name]
+                idx = np.searchsorted(edges, col, side="right")  # NaN sorts last
+                nan = np.isnan(col)
+                if nan.any():
+                    idx[nan] = len(factors) - 1
+                risk *= factors[idx]
+            elif kind == "codes":
+                factors, index = table
+                codes = batch.codes.get(name)
+                if codes is None:  # a Batch built without codes
+                    codes = np.array([index.get(v, math.nan) if v is not None else math.nan
+                                      for v in batch.columns[name]], dtype=np.float64)
+                idx = np.where(np.isnan(codes), len(factors) - 1, codes).astype(np.intp)
+                risk *= factors[idx]
+            else:
+                _apply_rule(table[0], batch, risk)
+        return risk
 
 
 class MarketPricing:
@@ -80,24 +196,31 @@ class MarketPricing:
         low = market.get("low_intent_discount") or {}
         self.low_factor = float(low.get("factor", 1.0))
         self.low_below = float(low.get("below_score", 0.0))
-        self._json: dict[tuple[float, float], str] = {}
+        self._json: dict[float, tuple[str, str]] = {}  # peak factor -> JSON (plain, discounted)
 
     def is_peak(self, now: datetime) -> bool:
         hour = now.astimezone(timezone.utc).hour
         return any(start <= hour < end for start, end in self.peak_windows)
 
+    def texts(self, peak: float) -> tuple[str, str]:
+        """The market_factors JSON of a row without and with the low-intent discount."""
+        texts = self._json.get(peak)
+        if texts is None:
+            texts = self._json[peak] = tuple(json.dumps({"peak_hours": peak, "low_intent_discount": f})
+                                             for f in (1.0, self.low_factor))
+        return texts
+
+    def state(self, now: datetime) -> tuple[float, ...]:
+        """The factors that depend on the time alone (what a cached prediction must match)."""
+        return (self.peak_factor if self.is_peak(now) else 1.0,)
+
     def factors(self, scores: np.ndarray, now: datetime) -> tuple[np.ndarray, list[str]]:
         """Per-row market multiplier and its JSON breakdown."""
         peak = self.peak_factor if self.is_peak(now) else 1.0
-        low = np.where(scores < self.low_below, self.low_factor, 1.0)
-        out = []
-        for f in low.tolist():
-            key = (peak, f)
-            text = self._json.get(key)
-            if text is None:
-                text = self._json[key] = json.dumps({"peak_hours": peak, "low_intent_discount": f})
-            out.append(text)
-        return peak * low, out
+        low_rows = scores < self.low_below
+        low = np.where(low_rows, self.low_factor, 1.0)
+        plain, discounted = self.texts(peak)
+        return peak * low, [discounted if r else plain for r in low_rows.tolist()]
 
 
 def price(base_premium: float, risk: np.ndarray, market: np.ndarray) -> np.ndarray:

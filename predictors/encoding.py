@@ -43,6 +43,9 @@ class Batch:
     columns: dict[str, np.ndarray]
     present: np.ndarray  # (n,) count of non-missing features per row
     unseen: dict[str, int] = field(default_factory=dict)  # categorical: rows with an unknown category
+    #: categorical: float64 index of each row's category in the spec, NaN for missing or unseen
+    #: (filled by normalize; consumers fall back to ``category_codes`` when a column is absent)
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _as_float(name: str, values: Sequence[Any]) -> np.ndarray:
@@ -61,15 +64,20 @@ def _as_float(name: str, values: Sequence[Any]) -> np.ndarray:
         missing = None
     if arr.ndim != 1:
         raise InputError(name, f"expected a flat list of numbers, got shape {list(arr.shape)}")
-    bad = ~np.isfinite(arr) if missing is None else ~np.isfinite(arr) & ~missing
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(name, f"row {i} is {arr[i]}: numbers must be finite (send null for a missing value)")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = ~finite if missing is None else ~finite & ~missing
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(name, f"row {i} is {arr[i]}: numbers must be finite (send null for a missing value)")
     return arr
 
 
 def _as_text(name: str, values: Sequence[Any]) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
+    if all(v.__class__ is str for v in values):  # the common case: plain strings
+        out[:] = [v.strip() or None for v in values]
+        return out
     for i, v in enumerate(values):
         if v is None:
             out[i] = None
@@ -91,6 +99,138 @@ def _preview(values: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def category_codes(feature: Feature, col: np.ndarray) -> np.ndarray:
+    """float64 index of each (lower-cased) category in the spec; NaN for missing or unseen."""
+    codes = {c: float(i) for i, c in enumerate(feature.categories)}
+    nan = math.nan
+    return np.array([codes.get(v, nan) if v is not None else nan for v in col], dtype=np.float64)
+
+
+class Normalizer:
+    """``normalize`` for one feature spec, with the per-feature lookups done once.
+
+    Same checks, same errors and the same Batch as the plain function; also fills
+    ``Batch.codes`` so the encoder and the pricing rules need no per-row lookups.
+    """
+
+    def __init__(self, features: Iterable[Feature]):
+        self.features = tuple(features)
+        self.by_name = {f.name: f for f in self.features}
+        self._allowed = ", ".join(self.by_name)
+        plan = []
+        for f in self.features:
+            if f.kind == CATEGORICAL:
+                # raw (stripped) value -> (lower-cased value, code or NaN); shared cache, bounded
+                plan.append((f, CATEGORICAL, {c: float(i) for i, c in enumerate(f.categories)}, {}))
+            else:
+                big = float(np.finfo(np.float64).max)  # no bound: any finite number
+                plan.append((f, f.kind, None, (-big if f.min is None else f.min, big if f.max is None else f.max)))
+        self._plan = tuple(plan)
+
+    def __call__(self, raw: Mapping[str, Sequence[Any]], n: int | None = None) -> Batch:
+        by_name = self.by_name
+        for name in raw:
+            if name not in by_name:
+                raise InputError(name, f"unknown input; allowed inputs: {self._allowed}")
+        lengths = {name: len(v) for name, v in raw.items()}
+        if n is None:
+            if not lengths:
+                raise InputError(None, f"the request has no inputs; expected some of: {self._allowed}")
+            n = next(iter(lengths.values()))
+        for name, length in lengths.items():
+            if length != n:
+                raise InputError(name, f"has {length} rows but the batch has {n}")
+        if n <= 0:
+            name = next(iter(raw), None)
+            raise InputError(name, "empty batch: at least one row is required")
+
+        columns: dict[str, np.ndarray] = {}
+        codes_out: dict[str, np.ndarray] = {}
+        numeric_missing = None  # numeric NaN per row (numpy), only when some value is missing
+        text_missing = [0] * n  # categorical / text None per row
+        n_missing_all = 0  # features missing in every row (absent inputs)
+        unseen: dict[str, int] = {}
+        nan = math.nan
+        for f, kind, codes, seen in self._plan:
+            values = raw.get(f.name)
+            if values is None and f.required:
+                raise InputError(f.name, "is required")
+            if kind == NUMERIC:
+                if values is None:
+                    columns[f.name] = np.full(n, np.nan)
+                    n_missing_all += 1
+                    continue
+                if n <= _SCALAR_ROWS and values.__class__ is list and _plain_in_range(values, *seen):
+                    columns[f.name] = np.array(values, dtype=np.float64)  # all valid, none missing
+                    continue
+                col = _as_float(f.name, values)
+                _check_range(f, col)
+                isnan = np.isnan(col)
+                if isnan.any():
+                    if f.required:
+                        raise InputError(f.name, f"is required: row {int(np.flatnonzero(isnan)[0])} is null")
+                    numeric_missing = isnan.astype(np.float64) if numeric_missing is None else numeric_missing + isnan
+                columns[f.name] = col
+                continue
+            if values is None:
+                columns[f.name] = np.full(n, None, dtype=object)
+                if kind == CATEGORICAL:
+                    codes_out[f.name] = np.full(n, np.nan)
+                n_missing_all += 1
+                continue
+            if values.__class__ is list and all(v.__class__ is str for v in values):
+                texts = [v.strip() or None for v in values]  # the common case: plain strings
+            else:
+                texts = _as_text(f.name, values).tolist()
+            if kind == CATEGORICAL:
+                code_list = []
+                count = 0
+                for i, v in enumerate(texts):
+                    if v is None:
+                        code_list.append(nan)
+                        text_missing[i] += 1
+                        continue
+                    hit = seen.get(v)
+                    if hit is None:
+                        low = v.lower()
+                        hit = (low, codes.get(low, nan))
+                        if len(seen) < 10_000:
+                            seen[v] = hit
+                    texts[i] = hit[0]
+                    code_list.append(hit[1])
+                    count += hit[1] != hit[1]  # NaN: unseen category
+                if count:
+                    unseen[f.name] = count
+                codes_out[f.name] = np.array(code_list, dtype=np.float64)
+            else:
+                for i, v in enumerate(texts):
+                    if v is None:
+                        text_missing[i] += 1
+            col = np.empty(n, dtype=object)
+            col[:] = texts
+            columns[f.name] = col
+        present = np.array(text_missing, dtype=np.float64)
+        if numeric_missing is not None:
+            present += numeric_missing
+        present = (len(self.features) - n_missing_all) - present
+        return Batch(n=n, columns=columns, present=present, unseen=unseen, codes=codes_out)
+
+
+#: Up to this many rows, numeric columns are checked value by value in Python (cheaper than the
+#: dozen numpy calls of the general path for a few values); anything unusual (None, a bool, a
+#: string, NaN, out of range) takes the general path, which raises the error.
+_SCALAR_ROWS = 64
+
+
+def _plain_in_range(values: list, lo: float, hi: float) -> bool:
+    """True when every value is an int or a float (not a bool) within [lo, hi] (NaN is not)."""
+    for v in values:
+        c = v.__class__
+        if (c is not int and c is not float) or not lo <= v <= hi:
+            return False
+    return True
+
+
 def normalize(features: Iterable[Feature], raw: Mapping[str, Sequence[Any]], n: int | None = None) -> Batch:
     """Validate raw columns against the feature spec; every feature is optional.
 
@@ -98,61 +238,19 @@ def normalize(features: Iterable[Feature], raw: Mapping[str, Sequence[Any]], n: 
     from the others, an empty batch, a non-numeric or non-finite number, a number
     outside the feature's [min, max], a non-string categorical/text value.
     """
-    features = tuple(features)
-    by_name = {f.name: f for f in features}
-    for name in raw:
-        if name not in by_name:
-            raise InputError(name, f"unknown input; allowed inputs: {', '.join(by_name)}")
-    lengths = {name: len(v) for name, v in raw.items()}
-    if n is None:
-        if not lengths:
-            raise InputError(None, f"the request has no inputs; expected some of: {', '.join(by_name)}")
-        n = next(iter(lengths.values()))
-    for name, length in lengths.items():
-        if length != n:
-            raise InputError(name, f"has {length} rows but the batch has {n}")
-    if n <= 0:
-        name = next(iter(raw), None)
-        raise InputError(name, "empty batch: at least one row is required")
-
-    columns: dict[str, np.ndarray] = {}
-    present = np.zeros(n, dtype=np.float64)
-    unseen: dict[str, int] = {}
-    for f in features:
-        values = raw.get(f.name)
-        if values is None and f.required:
-            raise InputError(f.name, "is required")
-        if f.kind == NUMERIC:
-            if values is None:
-                col = np.full(n, np.nan)
-            else:
-                col = _as_float(f.name, values)
-                _check_range(f, col)
-            if f.required and np.isnan(col).any():
-                raise InputError(f.name, f"is required: row {int(np.flatnonzero(np.isnan(col))[0])} is null")
-            present += ~np.isnan(col)
-        else:
-            col = np.full(n, None, dtype=object) if values is None else _as_text(f.name, values)
-            if f.kind == CATEGORICAL:
-                known = set(f.categories)
-                count = 0
-                for i, v in enumerate(col):
-                    if v is not None:
-                        v = v.lower()
-                        col[i] = v
-                        count += v not in known
-                if count:
-                    unseen[f.name] = count
-            present += np.fromiter((v is not None for v in col), dtype=np.float64, count=n)
-        columns[f.name] = col
-    return Batch(n=n, columns=columns, present=present, unseen=unseen)
+    return Normalizer(features)(raw, n)
 
 
 def _check_range(f: Feature, col: np.ndarray) -> None:
-    with np.errstate(invalid="ignore"):
-        low = col < f.min if f.min is not None else np.zeros(len(col), bool)
-        high = col > f.max if f.max is not None else np.zeros(len(col), bool)
-    bad = low | high
+    # NaN compares False: missing values pass
+    if f.min is not None:
+        bad = col < f.min
+        if f.max is not None:
+            bad |= col > f.max
+    elif f.max is not None:
+        bad = col > f.max
+    else:
+        return
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(f.name, f"row {i} is {col[i]:g}, outside the allowed range [{f.min:g}, {f.max:g}]")
@@ -176,6 +274,7 @@ class LeadEncoder:
         self._codes = {f.name: {c: float(i) for i, c in enumerate(f.categories)}
                        for f in self.features if f.kind == CATEGORICAL}
         self._bucket_cache: dict[str, int] = {}
+        self._text_cache: dict[str, tuple[int, ...]] = {}
         self.columns: list[str] = []
         self.categorical_columns: list[int] = []
         for f in self.features:
@@ -196,29 +295,46 @@ class LeadEncoder:
                 self._bucket_cache[token] = b
         return b
 
+    def _text_buckets(self, text: str) -> tuple[int, ...]:
+        """Bucket of every token of a text (with repeats), cached per distinct text."""
+        hit = self._text_cache.get(text)
+        if hit is None:
+            hit = tuple(self._bucket(tok) for tok in tokens(text))
+            if len(self._text_cache) < 100_000:
+                self._text_cache[text] = hit
+        return hit
+
     def encode(self, batch: Batch) -> np.ndarray:
         n = batch.n
         x = np.empty((n, len(self.columns)), dtype=np.float64)
-        j = 0
+        dense = []  # numeric and categorical columns, in order: the first len(dense) columns of x
         for f in self.features:
             if f.kind == NUMERIC:
-                x[:, j] = batch.columns[f.name]
-                j += 1
+                dense.append(batch.columns[f.name])
             elif f.kind == CATEGORICAL:
-                codes = self._codes[f.name]
-                col = batch.columns[f.name]
-                x[:, j] = [codes.get(v, np.nan) if v is not None else np.nan for v in col]
-                j += 1
+                codes = batch.codes.get(f.name)
+                dense.append(category_codes(f, batch.columns[f.name]) if codes is None else codes)
+        if dense:
+            x[:, :len(dense)] = np.array(dense).T  # one copy instead of one per column
+        j = len(dense)
+        buckets = self.buckets
+        text_buckets = self._text_buckets
         for f in self.features:
             if f.kind != TEXT:
                 continue
-            block = x[:, j:j + self.buckets]
-            block.fill(0.0)
-            for i, v in enumerate(batch.columns[f.name]):
-                if v is not None:
-                    for tok in tokens(v):
-                        block[i, self._bucket(tok)] += 1.0
-            j += self.buckets
+            block = x[:, j:j + buckets]
+            if n <= 8:  # a few rows: count in place
+                block.fill(0.0)
+                for i, v in enumerate(batch.columns[f.name]):
+                    if v is not None:
+                        row = block[i]
+                        for b in text_buckets(v):
+                            row[b] += 1.0
+            else:
+                flat = [i * buckets + b for i, v in enumerate(batch.columns[f.name]) if v is not None
+                        for b in text_buckets(v)]
+                block[:] = np.bincount(flat, minlength=n * buckets).reshape(n, buckets) if flat else 0.0
+            j += buckets
         return x
 
 

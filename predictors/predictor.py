@@ -6,6 +6,8 @@ A predictor is built from a bundle (its model and feature spec) and the vertical
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,10 +17,19 @@ import numpy as np
 
 from . import business
 from .bundle import open_bundle
-from .encoding import Batch, LeadEncoder, claims_frame, normalize
+from .cache import PredictionCache, request_key
+from .encoding import Batch, LeadEncoder, Normalizer, claims_frame
+from .scoring import BoosterScorer, CompiledScorer, compile_in_subprocess, default_cache_dir, lleaves_available, \
+    object_path, verified
+
+logger = logging.getLogger("predictors.predictor")
 from .spec import CLAIMS_TRIAGE, LEAD_SCORING, Config, Feature, load_config
 
 FP64, BYTES = "FP64", "BYTES"
+
+#: Up to this many rows, the lead-scoring business outputs are computed in plain Python
+#: (LeadScoringPredictor._business_rows): numpy's fixed cost per call dominates for a few rows.
+SCALAR_ROWS = 16
 
 # Output name -> V2 datatype, per task (the API contract's outputs, in response order).
 OUTPUTS = {
@@ -52,13 +63,43 @@ class Predictor:
         self.vertical = config.vertical(manifest["vertical"])
         self.features = features_from_spec(manifest["feature_spec"])
         self.outputs = OUTPUTS[self.task]
+        self.normalizer = Normalizer(self.features)
+        self.feature_names = tuple(f.name for f in self.features)
+        self.cache: PredictionCache | None = None
+        self.folder: Path | None = None  # set by load_predictor
 
     def normalize(self, raw: Mapping[str, Sequence[Any]], n: int | None = None) -> Batch:
-        return normalize(self.features, raw, n)
+        return self.normalizer(raw, n)
 
     def predict(self, raw: Mapping[str, Sequence[Any]], n: int | None = None, **context: Any) -> Prediction:
+        cache = self.cache
+        if cache is None:
+            batch = self.normalize(raw, n)
+            return Prediction(batch=batch, outputs=self.predict_batch(batch, **context))
+        context = self.resolve_context(context)
+        key = request_key(self.feature_names, raw, n, self.context_state(context))
+        if key is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
         batch = self.normalize(raw, n)
-        return Prediction(batch=batch, outputs=self.predict_batch(batch, **context))
+        prediction = Prediction(batch=batch, outputs=self.predict_batch(batch, **context))
+        if key is not None:
+            cache.put(key, prediction)
+        return prediction
+
+    def enable_cache(self, ttl_seconds: float, max_entries: int = 10_000) -> PredictionCache:
+        """Reuse the outputs of identical requests for `ttl_seconds` (predictors/cache.py)."""
+        self.cache = PredictionCache(ttl_seconds, max_entries)
+        return self.cache
+
+    def resolve_context(self, context: dict[str, Any]) -> dict[str, Any]:
+        """The context with its defaults filled in (the cache keys on what will be used)."""
+        return context
+
+    def context_state(self, context: Mapping[str, Any]) -> Any:
+        """What of the context changes the outputs (part of a cache key)."""
+        return None
 
     def predict_batch(self, batch: Batch, **context: Any) -> dict[str, Any]:
         raise NotImplementedError
@@ -76,21 +117,96 @@ class LeadScoringPredictor(Predictor):
         self.threshold = self.vertical.decision_threshold if threshold is None else float(threshold)
         self.market = business.MarketPricing(config.market)
         self.pricing = self.vertical.pricing
+        self.risk = business.RiskPricing(self.pricing.get("risk", ()), self.features)
+        self.base_premium = float(self.pricing["base_premium"])
+        self.booster_scorer = BoosterScorer(model)
+        self.scorer = self.booster_scorer  # swapped for compiled trees by use_compiled_trees()
 
     def scores(self, batch: Batch) -> np.ndarray:
-        return np.asarray(self.model.predict(self.encoder.encode(batch), num_threads=1), dtype=np.float64)
+        return self.scorer(self.encoder.encode(batch))
+
+    def resolve_context(self, context: dict[str, Any]) -> dict[str, Any]:
+        if context.get("now") is None:
+            context = {**context, "now": datetime.now(timezone.utc)}
+        return context
+
+    def context_state(self, context: Mapping[str, Any]) -> Any:
+        return self.market.state(context["now"])
 
     def predict_batch(self, batch: Batch, now: datetime | None = None) -> dict[str, Any]:
         scores = self.scores(batch)
-        market, market_json = self.market.factors(scores, now or datetime.now(timezone.utc))
-        risk = business.risk_factor(self.pricing.get("risk", ()), batch)
+        now = now or datetime.now(timezone.utc)
+        if batch.n <= SCALAR_ROWS:
+            return self._business_rows(batch, scores, now)
+        market, market_json = self.market.factors(scores, now)
         return {
             "score": scores,
             "confidence": business.confidence(scores, self.threshold, batch.present, len(self.features)),
-            "price": business.price(float(self.pricing["base_premium"]), risk, market),
+            "price": business.price(self.base_premium, self.risk.factor(batch), market),
             "market_factors": market_json,
             "decision": business.decisions(scores, self.threshold),
         }
+
+    def _business_rows(self, batch: Batch, scores: np.ndarray, now: datetime) -> dict[str, Any]:
+        """predict_batch's business outputs for a few rows in plain Python floats: the formulas of
+        business.confidence / MarketPricing.factors / price / decisions with the same operations in
+        the same order (hence the same numbers), without numpy's per-call overhead."""
+        t = self.threshold
+        span_above = 1.0 - t if 1.0 - t > 0 else 1.0
+        span_below = t if t > 0 else 1.0
+        n_features = max(len(self.features), 1)
+        (peak,) = self.market.state(now)
+        low_factor, low_below = self.market.low_factor, self.market.low_below
+        plain, discounted = self.market.texts(peak)
+        base = self.base_premium
+        confidence, price, market_json, decision = [], [], [], []
+        for s, present, risk in zip(scores.tolist(), batch.present.tolist(), self.risk.factor(batch).tolist()):
+            margin = abs(s - t) / (span_above if s >= t else span_below)
+            confidence.append(min(margin, 1.0) * (present / n_features))
+            low = s < low_below
+            price.append(base * risk * (peak * (low_factor if low else 1.0)))
+            market_json.append(discounted if low else plain)
+            decision.append(business.ACCEPT if s >= t else business.REJECT)
+        return {
+            "score": scores,
+            "confidence": np.array(confidence, dtype=np.float64),
+            "price": np.round(np.array(price, dtype=np.float64), 2),
+            "market_factors": market_json,
+            "decision": decision,
+        }
+
+    def use_compiled_trees(self, cache_dir: str | Path | None = None, background: bool = True
+                           ) -> threading.Thread | None:
+        """Score with the trees compiled by lleaves once they are compiled and verified (outputs equal
+        to LightGBM's within 1e-9 on probe rows); LightGBM until then, and for good if lleaves is
+        missing, fails or differs. A cached compilation loads at once; otherwise LLVM compiles in a
+        subprocess (in a background thread when `background`, so that serving starts on LightGBM)."""
+        if not lleaves_available():
+            logger.warning("%s: compiled trees requested but lleaves is not installed; using LightGBM",
+                           self.manifest["name"])
+            return None
+        if self.folder is None:
+            raise ValueError("compiled trees need the bundle folder (load the predictor with load_predictor)")
+        model_file = Path(self.folder) / self.manifest["model_file"]
+        obj = object_path(model_file, cache_dir or default_cache_dir())
+
+        def install() -> None:
+            try:
+                if not obj.exists():
+                    compile_in_subprocess(model_file, obj)
+                scorer = CompiledScorer(model_file, obj)
+                if verified(scorer, self.booster_scorer, self.model):
+                    self.scorer = scorer
+                    logger.info("%s: scoring with compiled trees (%s)", self.manifest["name"], obj)
+            except Exception as e:  # noqa: BLE001 (LightGBM keeps scoring)
+                logger.warning("%s: compiled trees unavailable (%s); using LightGBM", self.manifest["name"], e)
+
+        if obj.exists() or not background:
+            install()
+            return None
+        thread = threading.Thread(target=install, name=f"compile-{self.manifest['name']}", daemon=True)
+        thread.start()
+        return thread
 
 
 class ClaimsTriagePredictor(Predictor):
@@ -123,4 +239,6 @@ PREDICTORS = {LEAD_SCORING: LeadScoringPredictor, CLAIMS_TRIAGE: ClaimsTriagePre
 def load_predictor(folder: str | Path, config: Config | None = None, threshold: float | None = None) -> Predictor:
     """Open a bundle (verifying its hashes) and build the predictor for its task."""
     manifest, model = open_bundle(folder)
-    return PREDICTORS[manifest["task"]](manifest, model, config or load_config(), threshold=threshold)
+    predictor = PREDICTORS[manifest["task"]](manifest, model, config or load_config(), threshold=threshold)
+    predictor.folder = Path(folder)
+    return predictor

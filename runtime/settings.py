@@ -8,14 +8,15 @@ variables, then to the defaults below.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class RuntimeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INSURANCE_", extra="forbid")
+    # hide_input_in_errors: a validation error must not echo api_keys (or any other input) into a log.
+    model_config = SettingsConfigDict(env_prefix="INSURANCE_", extra="forbid", hide_input_in_errors=True)
 
     #: Lead scoring: "accept" at or above this score; default: the vertical's decision_threshold in
     #: verticals.yaml (0.65). Claims triage keeps its own thresholds (verticals.yaml `triage`).
@@ -24,3 +25,91 @@ class RuntimeSettings(BaseSettings):
     max_batch_rows: int = Field(10_000, ge=1)
     #: Path of an alternative verticals.yaml (business rules); default: the packaged one.
     config_path: Optional[Path] = None
+
+    # ---- monitoring (runtime/metrics.py, predictors/drift.py, predictors/outcomes.py) -----------
+    #: Rows in the sliding window of live inputs that drift (PSI, KS) is computed on, per model version.
+    drift_window: int = Field(1000, ge=1)
+    #: No drift statistic is exported before the window holds this many rows (small windows are noisy).
+    drift_min_rows: int = Field(500, ge=1)
+    #: Drift gauges are recomputed at most this often (seconds), off the request path.
+    drift_refresh_seconds: float = Field(1.0, gt=0.0)
+    #: Scored rows remembered for outcomes (POST /v2/models/<name>/outcomes); 0 turns outcomes off.
+    outcomes_capacity: int = Field(100_000, ge=0)
+    #: SQLite file of the remembered scores and outcomes; default: memory, or with parallel workers a
+    #: file in MLServer's metrics_dir shared by the workers.
+    outcomes_db: Optional[str] = None
+    #: ml_model_performance{source="live"} is computed over this many latest outcomes per version...
+    performance_window: int = Field(1000, ge=1)
+    #: ...once at least this many have arrived.
+    performance_min_outcomes: int = Field(100, ge=1)
+
+    # ---- security (runtime/auth.py, predictors/signing.py; docs/security.md) ----------------
+    #: API keys accepted on inference (`X-API-Key: <key>` or `Authorization: Bearer <key>`), separated by
+    #: newlines or commas. Set (even empty, which refuses everything) it turns API-key authentication on.
+    #: Prefer api_keys_file: a variable changes only with a restart. Only SHA-256 digests are kept.
+    api_keys: Optional[SecretStr] = None
+    #: File with the accepted API keys, one per line (`#` comments allowed), e.g. a mounted Secret; re-read
+    #: when it changes, so keys rotate without a restart. A file that cannot be read at load fails the load.
+    api_keys_file: Optional[Path] = None
+    #: Seconds between checks (one stat) whether api_keys_file or the JWT key files changed.
+    auth_reload_seconds: float = Field(5.0, ge=0.0)
+    #: PEM file with the public key(s) that sign JWT bearer tokens; setting it (or jwt_jwks_file) turns JWT
+    #: verification on. Re-read on change like api_keys_file.
+    jwt_public_key_file: Optional[Path] = None
+    #: JWKS file (JSON, public keys chosen by the token's `kid`), e.g. the issuer's keys in a ConfigMap.
+    jwt_jwks_file: Optional[Path] = None
+    #: Required `iss` claim of JWT bearer tokens (required when JWT verification is on).
+    jwt_issuer: Optional[str] = None
+    #: Accepted `aud` values, comma-separated; a token must name one (required when JWT verification is on).
+    jwt_audience: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Accepted JWT signature algorithms, comma-separated; asymmetric only (HS* and none are refused).
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
+    #: Clock skew allowed when checking `exp` / `nbf` / `iat`, in seconds.
+    jwt_leeway_seconds: float = Field(30.0, ge=0.0)
+    #: Longest BYTES element (a categorical or text value) of a request, in bytes; longer gets a 400
+    #: naming the input and row. Bounds the work per request together with max_batch_rows.
+    max_string_bytes: int = Field(16_384, ge=1)
+    #: PEM file with Ed25519 public key(s): when set, a bundle loads only if its manifest.sig is a valid
+    #: signature of its manifest.json by one of them (`python -m predictors.signing`).
+    bundle_public_key_file: Optional[Path] = None
+    #: A bundle that fails to load when its model name has no version serving: `not-ready` keeps the model
+    #: registered but not ready, with the reason in its metadata (`parameters.load_error`) and the log, so
+    #: the other models keep serving (MLServer 1.7.1 otherwise exits at startup); `error` fails the load.
+    #: A failing reload of a serving model always fails, so the serving version stays.
+    load_failure: Literal["not-ready", "error"] = "not-ready"
+
+    # ---- performance (predictors/scoring.py, predictors/cache.py; docs/performance.md) --------
+    #: Lead scoring: score with the trees compiled to machine code by lleaves (optional dependency,
+    #: `pip install 'insurance-serving[compiled]'`) once they are compiled and verified equal to
+    #: LightGBM's within 1e-9; LightGBM serves meanwhile, and for good if lleaves is missing or differs.
+    compiled_trees: bool = False
+    #: Where compiled trees are kept, keyed by model, compiler and CPU (never inside a bundle); default
+    #: $XDG_CACHE_HOME/insurance-serving/compiled (~/.cache/...). Compiling takes ~5 s per model once.
+    compiled_trees_cache: Optional[Path] = None
+    #: Prediction cache: seconds the outputs of a request are reused for an identical request; 0 (the
+    #: default) turns the cache off.
+    prediction_cache_ttl: float = Field(0.0, ge=0.0)
+    #: Prediction cache: most requests kept (least recently used dropped first).
+    prediction_cache_size: int = Field(10_000, ge=1)
+
+    @field_validator("jwt_audience", "jwt_algorithms", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_jwt(self):
+        if self.jwt_public_key_file is None and self.jwt_jwks_file is None:
+            return self
+        if not self.jwt_issuer or not self.jwt_audience:
+            raise ValueError("JWT verification needs jwt_issuer and jwt_audience (INSURANCE_JWT_ISSUER, "
+                             "INSURANCE_JWT_AUDIENCE)")
+        from .auth import ASYMMETRIC_ALGORITHMS
+
+        bad = [a for a in self.jwt_algorithms if a not in ASYMMETRIC_ALGORITHMS]
+        if bad or not self.jwt_algorithms:
+            raise ValueError(f"jwt_algorithms {bad or '[]'}: only asymmetric algorithms are accepted "
+                             f"({', '.join(ASYMMETRIC_ALGORITHMS)})")
+        return self

@@ -106,10 +106,11 @@ def reference_stats(batch: Batch, vertical: Vertical) -> dict[str, Any]:
     return ref
 
 
-def _lead_model(x: np.ndarray, y: np.ndarray, encoder: LeadEncoder, seed: int):
+def _lead_model(x: np.ndarray, y: np.ndarray, encoder: LeadEncoder, seed: int,
+                overrides: dict[str, Any] | None = None):
     import lightgbm
 
-    params = dict(LIGHTGBM_PARAMS, seed=seed)
+    params = dict(LIGHTGBM_PARAMS, **(overrides or {}), seed=seed)
     rounds = params.pop("num_boost_round")
     data = lightgbm.Dataset(x, y, feature_name=encoder.columns,
                             categorical_feature=encoder.categorical_columns, free_raw_data=False)
@@ -146,12 +147,12 @@ def claims_preprocessing(vertical: Vertical):
     return ColumnTransformer(steps, sparse_threshold=0.0)
 
 
-def _claims_model(vertical: Vertical, seed: int):
+def _claims_model(vertical: Vertical, seed: int, overrides: dict[str, Any] | None = None):
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.pipeline import Pipeline
 
     return Pipeline([("preprocess", claims_preprocessing(vertical)),
-                     ("model", HistGradientBoostingClassifier(random_state=seed, **HGB_PARAMS))])
+                     ("model", HistGradientBoostingClassifier(random_state=seed, **{**HGB_PARAMS, **(overrides or {})}))])
 
 
 def _claims_baseline(vertical: Vertical):
@@ -163,8 +164,41 @@ def _claims_baseline(vertical: Vertical):
                      ("knn", KNeighborsClassifier(n_neighbors=5))])
 
 
-def train_vertical(df: pd.DataFrame, vertical: Vertical, config: Config, seed: int = 42) -> TrainResult:
-    """80/20 split, 5-fold CV on the 80 %, final fit on the 80 %, held-out metrics and baseline."""
+@dataclass
+class Experiment:
+    """One vertical's table split for training: the 80 % with its CV folds, the 20 % held out,
+    and how to fit and score a model with given hyperparameters (shared by training and tuning)."""
+
+    vertical: Vertical
+    batch: Batch
+    idx_train: np.ndarray
+    idx_test: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+    folds: list
+    x_train: Any
+    x_test: Any
+    fit: Any  # (x, y, overrides) -> model
+    proba: Any  # (model, x) -> scores
+    baseline: Any
+    baseline_name: str
+    encoding: dict[str, Any]
+    params_key: str
+    default_params: dict[str, Any]
+
+    def take(self, a, i):
+        return a.iloc[i] if isinstance(a, pd.DataFrame) else a[i]
+
+    def cv_auc(self, overrides: dict[str, Any] | None = None) -> list[float]:
+        aucs = []
+        for tr, va in self.folds:
+            m = self.fit(self.take(self.x_train, tr), self.y_train[tr], overrides)
+            aucs.append(float(roc_auc_score(self.y_train[va], self.proba(m, self.take(self.x_train, va)))))
+        return aucs
+
+
+def prepare(df: pd.DataFrame, vertical: Vertical, config: Config, seed: int = 42) -> Experiment:
+    """80/20 stratified split and 5-fold stratified CV folds of the 80 %, seeded."""
     y_all = df[vertical.target].to_numpy()
     idx_train, idx_test = train_test_split(np.arange(len(df)), test_size=TEST_SIZE, random_state=seed,
                                            stratify=y_all)
@@ -176,32 +210,40 @@ def train_vertical(df: pd.DataFrame, vertical: Vertical, config: Config, seed: i
         encoder = LeadEncoder(vertical.features, config.text_hash_buckets)
         x = encoder.encode(batch)
         x_train, x_test = x[idx_train], x[idx_test]
-        fit = lambda xs, ys: _lead_model(xs, ys, encoder, seed)  # noqa: E731
+        fit = lambda xs, ys, o=None: _lead_model(xs, ys, encoder, seed, o)  # noqa: E731
         proba = lambda m, xs: m.predict(xs, num_threads=1)  # noqa: E731
         baseline, baseline_name = _lead_baseline(seed), "logistic_regression"
         encoding = {"text_hash_buckets": config.text_hash_buckets, "columns": encoder.columns,
                     "categorical_columns": encoder.categorical_columns}
-        params = {"lightgbm": dict(LIGHTGBM_PARAMS, seed=seed)}
+        key, defaults = "lightgbm", dict(LIGHTGBM_PARAMS, seed=seed)
     else:
         frame = claims_frame(batch, vertical.features)
         x_train, x_test = frame.iloc[idx_train], frame.iloc[idx_test]
-        fit = lambda xs, ys: _claims_model(vertical, seed).fit(xs, ys)  # noqa: E731
+        fit = lambda xs, ys, o=None: _claims_model(vertical, seed, o).fit(xs, ys)  # noqa: E731
         proba = lambda m, xs: m.predict_proba(xs)[:, 1]  # noqa: E731
         baseline, baseline_name = _claims_baseline(vertical), "knn_k5"
         encoding = {"pipeline": "ColumnTransformer(numeric median+indicator, one-hot, hashing) -> HGB",
                     "text_hash_features": TEXT_HASH_FEATURES}
-        params = {"hist_gradient_boosting": dict(HGB_PARAMS, random_state=seed)}
+        key, defaults = "hist_gradient_boosting", dict(HGB_PARAMS, random_state=seed)
+    return Experiment(vertical=vertical, batch=batch, idx_train=idx_train, idx_test=idx_test, y_train=y_train,
+                      y_test=y_test, folds=folds, x_train=x_train, x_test=x_test, fit=fit, proba=proba,
+                      baseline=baseline, baseline_name=baseline_name, encoding=encoding, params_key=key,
+                      default_params=defaults)
 
-    take = (lambda a, i: a.iloc[i]) if isinstance(x_train, pd.DataFrame) else (lambda a, i: a[i])
-    cv_auc = []
-    for tr, va in folds:
-        m = fit(take(x_train, tr), y_train[tr])
-        cv_auc.append(roc_auc_score(y_train[va], proba(m, take(x_train, va))))
-    model = fit(x_train, y_train)
-    holdout = classification_metrics(y_test, proba(model, x_test))
-    baseline.fit(x_train, y_train)
-    base = classification_metrics(y_test, baseline.predict_proba(x_test)[:, 1])
 
+def train_vertical(df: pd.DataFrame, vertical: Vertical, config: Config, seed: int = 42,
+                   params: dict[str, Any] | None = None, experiment: Experiment | None = None) -> TrainResult:
+    """80/20 split, 5-fold CV on the 80 %, final fit on the 80 %, held-out metrics and baseline.
+
+    `params` overrides hyperparameters of the model (e.g. the ones `--tune` chose)."""
+    ex = experiment or prepare(df, vertical, config, seed)
+    cv_auc = ex.cv_auc(params)
+    model = ex.fit(ex.x_train, ex.y_train, params)
+    holdout = classification_metrics(ex.y_test, ex.proba(model, ex.x_test))
+    ex.baseline.fit(ex.x_train, ex.y_train)
+    base = classification_metrics(ex.y_test, ex.baseline.predict_proba(ex.x_test)[:, 1])
+
+    batch, idx_train = ex.batch, ex.idx_train
     train_batch = Batch(n=len(idx_train), columns={k: v[idx_train] for k, v in batch.columns.items()},
                         present=batch.present[idx_train])
     metrics = {
@@ -209,9 +251,14 @@ def train_vertical(df: pd.DataFrame, vertical: Vertical, config: Config, seed: i
         "holdout": holdout,
         "cv": {"folds": CV_FOLDS, "roc_auc_mean": round(float(np.mean(cv_auc)), 6),
                "roc_auc_std": round(float(np.std(cv_auc)), 6)},
-        "baseline": {"name": baseline_name, **base},
-        "positive_rate": round(float(y_all.mean()), 6),
+        "baseline": {"name": ex.baseline_name, **base},
+        "positive_rate": round(float(df[vertical.target].to_numpy().mean()), 6),
     }
-    return TrainResult(model=model, encoding=encoding, params=params, metrics=metrics,
+    chosen = dict(ex.default_params, **(params or {}))
+    if ex.params_key == "lightgbm":
+        chosen["seed"] = seed
+    else:
+        chosen["random_state"] = seed
+    return TrainResult(model=model, encoding=ex.encoding, params={ex.params_key: chosen}, metrics=metrics,
                        reference=reference_stats(train_batch, vertical),
-                       n_train=len(idx_train), n_test=len(idx_test))
+                       n_train=len(idx_train), n_test=len(ex.idx_test))

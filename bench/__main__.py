@@ -29,6 +29,7 @@ from pathlib import Path
 from . import load, payloads, servers
 
 RESULTS = Path(__file__).resolve().parent / "results"
+EXTRAS = ("batching", "workers", "cache", "five_models")
 INFER = f"/v2/models/{servers.MODEL}/infer"
 
 
@@ -226,7 +227,7 @@ class Bench:
     def cache(self) -> None:
         rate = self.args.repeat_rate
         count = 60_000 if not self.args.quick else 20_000
-        for label, ttl, share in (("A", 0, rate), ("A cache", 60, rate), ("A cache", 60, 0.0)):
+        for label, ttl, share in (("A", 0, rate), ("A cache", 60, rate), ("A", 0, 0.0), ("A cache", 60, 0.0)):
             log(f"server {label} (repeat rate {share:.0%})")
             run = self.start(label, extra={"prediction_cache_ttl": ttl} if ttl else {})
             try:
@@ -320,13 +321,17 @@ class Bench:
                                              cache_dir=self.compiled_cache)
         for r in self.extras["inprocess"]:
             log(f"  {r['case']:<45} rows={r['rows_per_call']:<5} {r['rows_per_s']:12,.0f} rows/s")
-        self.grid()
+        from .inprocess import cache_effect
+
+        self.extras["cache_inprocess"] = cache_effect()
+        for r in self.extras["cache_inprocess"]:
+            log(f"  cache {r['model']}: {r['no_cache_us']:.0f} us without, {r['miss_us']:.0f} us miss, {r['hit_us']:.0f} us hit")
+        if not self.args.no_grid:
+            self.grid()
         if not self.args.only:
-            if not self.args.no_extras:
-                self.batching()
-                self.workers()
-                self.cache()
-                self.five_models()
+            extras = EXTRAS if self.args.extras is None else self.args.extras
+            for name in extras if not self.args.no_extras else ():
+                getattr(self, name)()
             if not self.args.no_profile:
                 self.profile()
         return {"machine": info, "quick": self.args.quick, "duration_s": self.args.duration,
@@ -343,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", help="servers of the main grid to run (A A+lleaves M B C D); skips extras")
     p.add_argument("--no-grpc", action="store_true")
     p.add_argument("--no-extras", action="store_true", help="skip batching, workers, cache, five models")
+    p.add_argument("--extras", nargs="*", choices=EXTRAS, help="run only these extras")
+    p.add_argument("--no-grid", action="store_true", help="skip the main grid (with --extras)")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--no-lleaves", action="store_true", help="leave out the compiled-trees variant")
     p.add_argument("--repeat-rate", type=float, default=0.3, help="share of repeated leads in the cache test")

@@ -66,3 +66,29 @@ def measure(rows: Rows, seconds: float = 0.5, sizes: tuple[int, ...] = (1, 32, 1
         for name, fn in cases.items():
             out.append({"case": name, "rows_per_call": size, "rows_per_s": _rate(fn, size, seconds)})
     return out
+
+
+def cache_effect(names: tuple[str, ...] = ("auto", "claims"), rows: int = 200) -> list[dict]:
+    """µs per 1-row predictors/ call without the prediction cache, on a miss and on a hit."""
+    from predictors.spec import load_config
+    from training.synthetic import generate
+
+    out = []
+    for name in names:
+        bundle = next((MODELS / name).glob("*/manifest.json")).parent
+        predictor = load_predictor(bundle)
+        df = generate(load_config().vertical(name), seed=3, rows=rows)
+        raws = [{f.name: [None if isinstance(r[f.name], float) and r[f.name] != r[f.name] else r[f.name]]
+                 for f in predictor.features} for r in df.to_dict("records")]
+
+        def per_call() -> float:
+            start = time.perf_counter()
+            for raw in raws:
+                predictor.predict(raw, 1)
+            return (time.perf_counter() - start) / len(raws) * 1e6
+
+        plain = per_call()
+        predictor.enable_cache(60)
+        miss, hit = per_call(), per_call()
+        out.append({"model": name, "no_cache_us": plain, "miss_us": miss, "hit_us": hit})
+    return out

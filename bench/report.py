@@ -171,6 +171,11 @@ def markdown(results: dict) -> str:
                          f"{_cell(p['summary'])} | {_fmt(p['summary']['p50_ms']['median'], 2)} | "
                          f"{_fmt(p['summary']['p99_ms']['median'], 2)} |")
 
+    cache_ip = results["extras"].get("cache_inprocess") or []
+    if cache_ip:
+        lines += ["", "In-process, one thread, 1-row calls of predictors/ (µs per call):", "",
+                  "| model | no cache | cache miss | cache hit |", "|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['no_cache_us']:,.0f} | {r['miss_us']:,.0f} | {r['hit_us']:,.0f} |" for r in cache_ip]
     lines += ["", "## Targets (issue 6; reported, not asserted)", "", "| target | measured | met |", "|---|---|---|"]
     lines += targets(results, grid)
     if results["extras"].get("profile"):
@@ -221,6 +226,8 @@ def chart(results: dict, path: Path) -> None:
     grid = _grid(results)
     servers = [s for s in GRID_SERVERS if any(k[0] == s for k in grid)]
     protos = [p for p in ("http", "grpc") if any(k[1] == p for k in grid)]
+    if not protos:
+        return
     fig, axes = plt.subplots(1, len(protos), figsize=(7 * len(protos), 4.8), squeeze=False)
     colors = {"A": "#1f77b4", "A+lleaves": "#17becf", "M": "#9467bd", "B": "#ff7f0e", "C": "#2ca02c", "D": "#7f7f7f"}
     for ax, proto in zip(axes[0], protos):

@@ -4,9 +4,11 @@ Off unless a TTL is set (runtime setting ``prediction_cache_ttl``). The key is t
 raw columns exactly as decoded (every input name and value, in feature order) plus the
 predictor's time-dependent state (for lead scoring the market factors in force at the quote
 time, e.g. peak hours), so a hit returns exactly what scoring the request again would return.
-A request whose values cannot be keyed safely (a bool, which equals 1 in Python but is
-refused as a number; an unhashable value) is simply not cached. Errors are never cached: a
-request is validated the first time it is seen and only a valid one is stored.
+A request whose values cannot be keyed safely (anything but str, bytes, int, float, None,
+e.g. a bool, which is refused as a number) is simply not cached. Errors are never cached: every
+request is validated (also on a hit: the validated batch feeds drift accounting) and only a
+valid one is stored. Keys and values are strings (the outputs as JSON, whose floats round-trip
+exactly), which the garbage collector does not track: a full cache does not lengthen GC pauses.
 
 Bounded: at most ``max_entries`` requests, the least recently used dropped first; an expired
 entry is dropped when met. ``hits`` / ``misses`` count lookups (``on_lookup(hit)`` is called
@@ -22,6 +24,11 @@ from typing import Any, Callable, Hashable, Mapping, Optional, Sequence
 
 
 class PredictionCache:
+    """Key -> value with a TTL and an LRU bound. Keys and values should be str or bytes: objects
+    the garbage collector does not track, so that a full cache adds nothing to GC work (a cache of
+    tuples and arrays did: every entry survived into the older generations and brought full
+    collections of ~100 ms into the p99)."""
+
     def __init__(self, ttl_seconds: float, max_entries: int = 10_000,
                  clock: Callable[[], float] = time.monotonic):
         if ttl_seconds <= 0:
@@ -32,11 +39,12 @@ class PredictionCache:
         self.hits = 0
         self.misses = 0
         self.on_lookup: Optional[Callable[[bool], None]] = None
-        self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._values: OrderedDict[Hashable, Any] = OrderedDict()
+        self._expires: dict[Hashable, float] = {}  # a separate dict: no (expiry, value) tuple per entry
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._values)
 
     @property
     def hit_ratio(self) -> float:
@@ -46,39 +54,43 @@ class PredictionCache:
     def get(self, key: Hashable) -> Any:
         now = self.clock()
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] <= now:
-                del self._entries[key]
-                entry = None
-            if entry is None:
+            value = self._values.get(key)
+            if value is not None and self._expires[key] <= now:
+                del self._values[key], self._expires[key]
+                value = None
+            if value is None:
                 self.misses += 1
             else:
-                self._entries.move_to_end(key)
+                self._values.move_to_end(key)
                 self.hits += 1
         if self.on_lookup is not None:
-            self.on_lookup(entry is not None)
-        return None if entry is None else entry[1]
+            self.on_lookup(value is not None)
+        return value
 
     def put(self, key: Hashable, value: Any) -> None:
         expires = self.clock() + self.ttl
         with self._lock:
-            self._entries[key] = (expires, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self._values[key] = value
+            self._values.move_to_end(key)
+            self._expires[key] = expires
+            while len(self._values) > self.max_entries:
+                old, _ = self._values.popitem(last=False)
+                del self._expires[old]
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self._values.clear()
+            self._expires.clear()
 
 
-_KEYABLE = (str, int, float, bytes, type(None))
+_KEYABLE = (str, int, float, bytes, type(None), bool)  # bool: repr "True", never equal to 1's
 
 
 def request_key(names: Sequence[str], raw: Mapping[str, Sequence[Any]], n: Optional[int],
-                state: Hashable) -> Optional[tuple]:
-    """A hashable key of a request's raw columns (`names`: the features, in order), or None when
-    it cannot be keyed safely."""
+                state: Hashable) -> Optional[str]:
+    """A key of a request's raw columns (`names`: the features, in order), or None when it cannot be
+    keyed safely. A str (the repr of the values, which tells 1 from 1.0 from True and str from
+    bytes): not tracked by the garbage collector."""
     if len(raw.keys() - set(names)):
         return None  # an unknown input: validation refuses it
     key: list[Any] = [n, state]
@@ -90,7 +102,7 @@ def request_key(names: Sequence[str], raw: Mapping[str, Sequence[Any]], n: Optio
         if not isinstance(values, (list, tuple)):
             return None
         for v in values:
-            if v.__class__ not in _KEYABLE:  # exact classes: a bool is not an int here
+            if v.__class__ not in _KEYABLE:  # exact classes, whose repr is their value
                 return None
         key.append(tuple(values))
-    return tuple(key)
+    return repr(key)

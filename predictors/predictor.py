@@ -6,6 +6,7 @@ A predictor is built from a bundle (its model and feature spec) and the vertical
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -78,15 +79,18 @@ class Predictor:
             return Prediction(batch=batch, outputs=self.predict_batch(batch, **context))
         context = self.resolve_context(context)
         key = request_key(self.feature_names, raw, n, self.context_state(context))
+        batch = self.normalize(raw, n)  # also on a hit: the batch feeds drift accounting, and it is cheap
         if key is not None:
             hit = cache.get(key)
             if hit is not None:
-                return hit
-        batch = self.normalize(raw, n)
-        prediction = Prediction(batch=batch, outputs=self.predict_batch(batch, **context))
-        if key is not None:
-            cache.put(key, prediction)
-        return prediction
+                return Prediction(batch=batch, outputs={
+                    name: np.array(values, dtype=np.float64) if self.outputs[name] == FP64 else values
+                    for name, values in json.loads(hit).items()})
+        outputs = self.predict_batch(batch, **context)
+        if key is not None:  # JSON text: see predictors/cache.py for why not the arrays themselves
+            cache.put(key, json.dumps({name: v.tolist() if isinstance(v, np.ndarray) else v
+                                       for name, v in outputs.items()}))
+        return Prediction(batch=batch, outputs=outputs)
 
     def enable_cache(self, ttl_seconds: float, max_entries: int = 10_000) -> PredictionCache:
         """Reuse the outputs of identical requests for `ttl_seconds` (predictors/cache.py)."""

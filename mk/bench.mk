@@ -9,10 +9,10 @@ BENCH_INSTALLED := $(VENV)/.bench-installed
 .PHONY: bench bench-deps
 
 $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,compiled]'
 	@touch $@
 
-bench-deps: $(BENCH_INSTALLED) ## Install the benchmark's extra (matplotlib, py-spy, lleaves) and wrk (Debian) where missing
+bench-deps: $(BENCH_INSTALLED) ## Install the bench and compiled extras (matplotlib, py-spy, lleaves) and wrk (Debian) where missing
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; \

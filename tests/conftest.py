@@ -111,13 +111,20 @@ def start_server(repository: Path, workdir: Path, expect: list[str], extra_setti
     raise RuntimeError(f"mlserver not ready in {timeout} s:\n{server.log_text()[-4000:]}")
 
 
-def stop_server(server: Server) -> None:
-    server.process.terminate()
+def stop_process(process: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM, wait `grace` seconds, then SIGKILL: every server a test starts ends this way."""
+    if process.poll() is not None:
+        return
+    process.terminate()
     try:
-        server.process.wait(20)
+        process.wait(grace)
     except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(5)
+        process.kill()
+        process.wait(5)
+
+
+def stop_server(server: Server) -> None:
+    stop_process(server.process)
 
 
 def copy_repository(dest: Path, verticals) -> Path:

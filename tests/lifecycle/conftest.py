@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT, free_port, shipped_bundle
+from ..conftest import ROOT, free_port, shipped_bundle, stop_process
 
 
 def insurance(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300
@@ -120,13 +120,7 @@ class Prometheus:
         raise AssertionError(f"{expr}: condition not met in {timeout} s; last answer {last}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ import requests
 from observability.dashboards import panel_queries
 from training.synthetic import generate
 
-from ..conftest import ROOT, SECOND_AUTO_VERSION, Server, free_port, start_server, stop_server
+from ..conftest import ROOT, SECOND_AUTO_VERSION, Server, free_port, start_server, stop_process, stop_server
 from .conftest import DASHBOARDS_DIR
 
 pytestmark = pytest.mark.slow
@@ -109,12 +109,7 @@ class Prometheus:
         return {s["metric"].get(by, ""): float(s["value"][1]) for s in self.query(expr)}
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process, grace=15)
 
 
 # ---- requests ------------------------------------------------------------------------------

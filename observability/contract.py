@@ -79,6 +79,15 @@ ML_METRICS: tuple[Metric, ...] = (
         "Model quality: metric in roc_auc|precision|recall|f1|accuracy, source training|live.",
     ),
     Metric("ml_model_ready", "gauge", MODEL_LABELS, "1 while the version is loaded, 0 after unload or a failed load."),
+    Metric(
+        "ml_fast_path_requests_total", "counter", MODEL_LABELS,
+        "Inference requests answered by the runtime's own request path (runtime/fastpath.py); the "
+        "rest of ml_scoring_latency_seconds_count went through MLServer's.",
+    ),
+    Metric(
+        "ml_prediction_cache_lookups_total", "counter", MODEL_LABELS + ("result",),
+        "Prediction cache lookups by result (hit, miss), when the cache is on (prediction_cache_ttl > 0).",
+    ),
 )
 
 #: MLServer 1.7.1's built-in metrics that the dashboards/alerts use. Note the label names:

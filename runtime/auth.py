@@ -4,7 +4,9 @@ MLServer 1.7.1 copies the HTTP headers (REST) and the invocation metadata (gRPC)
 inference request into ``payload.parameters.headers``, overwriting anything the client put
 there (``mlserver.utils.insert_headers``), also when the request is handed to a parallel
 worker. ``InsuranceModel.predict`` calls :meth:`Authenticator.check` on them before it looks
-at the inputs; health, readiness, metadata and metrics never reach a model and stay open.
+at the inputs (the runtime's own request path, runtime/fastpath.py, passes the same headers to
+:meth:`Authenticator.check_headers`); health, readiness, metadata and metrics never reach a
+model and stay open.
 
 Credentials (either is enough when both methods are configured):
 
@@ -336,7 +338,12 @@ class Authenticator:
         if not self.enabled:
             return None
         params = getattr(payload, "parameters", None)
-        headers = getattr(params, "headers", None) if params is not None else None
+        return self.check_headers(getattr(params, "headers", None) if params is not None else None, model_name)
+
+    def check_headers(self, headers: Optional[Mapping[str, Any]], model_name: str) -> Optional[Principal]:
+        """Authenticate a request by its HTTP headers / gRPC metadata; count and re-raise a failure."""
+        if not self.enabled:
+            return None
         try:
             return self.authenticate(headers)
         except Unauthenticated as e:

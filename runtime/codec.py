@@ -57,14 +57,16 @@ def _flat(name: str, data: Any, n: int) -> list:
     return flat
 
 
-def decode(request: InferenceRequest, features: Sequence[Feature], max_rows: int) -> tuple[dict[str, list], int]:
+def decode(inputs: Sequence[Any], features: Sequence[Feature], max_rows: int) -> tuple[dict[str, list], int]:
+    """Request inputs (MLServer's RequestInput or runtime.fastpath.Tensor: name, datatype, shape,
+    data) -> raw columns and the number of rows."""
     by_name = {f.name: f for f in features}
-    if not request.inputs:
+    if not inputs:
         raise InputError(None, f"the request has no inputs; send some of: {', '.join(by_name)}")
     raw: dict[str, list] = {}
     n: int | None = None
     first = None
-    for inp in request.inputs:
+    for inp in inputs:
         feature = by_name.get(inp.name)
         if feature is None:
             raise InputError(inp.name, f"unknown input; allowed inputs: {', '.join(by_name)}")
@@ -80,13 +82,17 @@ def decode(request: InferenceRequest, features: Sequence[Feature], max_rows: int
             n, first = rows, inp.name
         elif rows != n:
             raise InputError(inp.name, f"has {rows} rows but input '{first}' has {n}")
-        raw[inp.name] = _flat(inp.name, inp.data.root, rows)
+        raw[inp.name] = _flat(inp.name, getattr(inp.data, "root", inp.data), rows)
     return raw, n  # type: ignore[return-value]
 
 
 def quote_time(request: InferenceRequest) -> datetime:
-    params = request.parameters.model_extra if request.parameters is not None else None
-    value = (params or {}).get(QUOTE_TIME)
+    return quote_time_of(request.parameters.model_extra if request.parameters is not None else None)
+
+
+def quote_time_of(parameters: Mapping[str, Any] | None) -> datetime:
+    """The request parameter `quote_time` (now when absent) as an aware UTC datetime."""
+    value = (parameters or {}).get(QUOTE_TIME)
     if value is None:
         return datetime.now(timezone.utc)
     try:
@@ -99,15 +105,19 @@ def quote_time(request: InferenceRequest) -> datetime:
                                "within years 1-9999") from e
 
 
-def encode(model_name: str, model_version: str | None, request_id: str | None, n: int,
-           outputs: Mapping[str, Any], datatypes: Mapping[str, str], wanted: Sequence[str] | None = None
-           ) -> InferenceResponse:
+def output_names(datatypes: Mapping[str, str], wanted: Sequence[str] | None) -> list[str]:
+    """The outputs to answer, in response order: all, or those the request asked for."""
     names = list(datatypes)
     if wanted:
         unknown = [w for w in wanted if w not in datatypes]
         if unknown:
             raise InputError(None, f"requested output '{unknown[0]}' does not exist; outputs: {', '.join(names)}")
         names = [w for w in names if w in wanted]
+    return names
+
+
+def encode(model_name: str, model_version: str | None, request_id: str | None, n: int,
+           outputs: Mapping[str, Any], datatypes: Mapping[str, str], names: Sequence[str]) -> InferenceResponse:
     # One validation of plain data in pydantic's core: faster than building ResponseOutput objects
     # one by one (and than model_construct, which is Python); same model, same fields set.
     return InferenceResponse.model_validate({

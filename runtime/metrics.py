@@ -102,6 +102,10 @@ class Families:
                                  multiprocess_mode="livemostrecent")
         self.ready = Gauge("ml_model_ready", "1 while the version is loaded, 0 after unload or a failed load", m,
                            registry=r, multiprocess_mode="livemin")
+        self.fast_path = Counter("ml_fast_path_requests", "Inference requests answered by the runtime's own "
+                                 "request path (runtime/fastpath.py)", m, registry=r)
+        self.cache_lookups = Counter("ml_prediction_cache_lookups", "Prediction cache lookups by result (hit, "
+                                     "miss)", m + ("result",), registry=r)
 
 
 _families: Optional[Families] = None
@@ -220,6 +224,11 @@ class ModelMonitoring:
         self.decisions = {d: f.decisions.labels(*lv, d) for d in DECISIONS.get(predictor.task, ())}
         self.price = f.price.labels(*lv) if "price" in predictor.outputs else None
         self.ready = f.ready.labels(*lv)
+        self.fast_path_served = f.fast_path.labels(*lv).inc  # called once per request by runtime/fastpath.py
+        cache = getattr(predictor, "cache", None)
+        if cache is not None:  # prediction cache on: hit ratio = hit / (hit + miss)
+            hit, miss = f.cache_lookups.labels(*lv, "hit").inc, f.cache_lookups.labels(*lv, "miss").inc
+            cache.on_lookup = lambda found: hit() if found else miss()
 
         self.drift = DriftMonitor(predictor.features, predictor.manifest.get("reference") or {},
                                   window=options.drift_window, min_rows=options.drift_min_rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Optional, Sequence
+
 from mlserver import MLModel
 from mlserver.errors import MLServerError
 from mlserver.types import InferenceRequest, InferenceResponse, MetadataModelResponse
@@ -10,13 +12,14 @@ from mlserver.utils import get_model_uri
 from predictors import BundleError, InputError, load_config, load_predictor
 from predictors.signing import load_public_keys, verify_bundle
 
-from . import codec, hardening, limits, loading, metrics
+from . import codec, fastpath, hardening, limits, loading, metrics
 from . import outcomes as outcomes_api
 from .auth import Authenticator
 from .settings import RuntimeSettings
 
 hardening.install()  # MLServer 1.7.1 gRPC fixes (401 -> UNAUTHENTICATED, malformed raw contents -> 400, ...)
 loading.install()  # parallel workers report a bundle that failed to load as not ready
+fastpath.install()  # the runtime's own V2 infer path (REST, gRPC) for its models: runtime/fastpath.py
 
 
 class InvalidInput(MLServerError):
@@ -81,19 +84,31 @@ class InsuranceModel(MLModel):
     outcomes = outcomes_api.outcomes
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        """MLServer's request path (and parallel workers, adaptive batching)."""
         self.auth.check(payload, self.name)  # 401 before anything of the request is read
         with self.monitoring.scoring():  # latency observed for every call, errors counted by type
-            return self._score(payload)
-
-    def _score(self, payload: InferenceRequest) -> InferenceResponse:
-        try:
-            limits.check(payload, self.options.max_string_bytes)
-            raw, n = codec.decode(payload, self.predictor.features, self.options.max_batch_rows)
-            prediction = self.predictor.predict(raw, n, now=codec.quote_time(payload))
+            params = payload.parameters.model_extra if payload.parameters is not None else None
             wanted = [o.name for o in payload.outputs] if payload.outputs else None
-            response = codec.encode(self.name, self.version, payload.id, n, prediction.outputs,
-                                    self.predictor.outputs, wanted)
+            n, outputs, names = self.score(payload, params, wanted)
+            return codec.encode(self.name, self.version, payload.id, n, outputs, self.predictor.outputs, names)
+
+    def infer_plain(self, request: Any, headers: Optional[Mapping[str, Any]]) -> tuple[int, dict, list[str]]:
+        """The runtime's own request path (runtime/fastpath.py): the same checks and outputs as
+        predict(), on a request already decoded to plain Python (`id`, `inputs`, `parameters`,
+        `outputs`) and its HTTP headers / gRPC metadata."""
+        self.auth.check_headers(headers, self.name)
+        with self.monitoring.scoring():
+            return self.score(request, request.parameters, request.outputs)
+
+    def score(self, request: Any, parameters: Optional[Mapping[str, Any]], wanted: Optional[Sequence[str]]
+              ) -> tuple[int, dict, list[str]]:
+        """Limits, decoding, prediction and accounting of one request: rows, outputs, output names."""
+        try:
+            limits.check(request, self.options.max_string_bytes)
+            raw, n = codec.decode(request.inputs, self.predictor.features, self.options.max_batch_rows)
+            prediction = self.predictor.predict(raw, n, now=codec.quote_time_of(parameters))
+            names = codec.output_names(self.predictor.outputs, wanted)
         except InputError as e:
             raise InvalidInput(e) from e
-        self.monitoring.observe(payload.id, prediction)
-        return response
+        self.monitoring.observe(request.id, prediction)
+        return n, prediction.outputs, names

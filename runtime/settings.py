@@ -79,6 +79,11 @@ class RuntimeSettings(BaseSettings):
     load_failure: Literal["not-ready", "error"] = "not-ready"
 
     # ---- performance (predictors/scoring.py, predictors/cache.py; docs/performance.md) --------
+    #: Answer V2 `infer` of this model (REST and gRPC) with the runtime's own request path
+    #: (runtime/fastpath.py) instead of MLServer's generic one: same protocol, responses, errors and
+    #: metrics, a fraction of the work per request. Applies in the server process (parallel_workers 0)
+    #: to models without adaptive batching; false: every request takes MLServer's path.
+    fast_path: bool = True
     #: Lead scoring: score with the trees compiled to machine code by lleaves (optional dependency,
     #: `pip install 'insurance-serving[compiled]'`) once they are compiled and verified equal to
     #: LightGBM's within 1e-9; LightGBM serves meanwhile, and for good if lleaves is missing or differs.

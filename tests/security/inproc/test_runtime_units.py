@@ -39,14 +39,14 @@ def test_shape_2147483648_is_refused_before_anything_is_allocated():
     try:
         for max_rows in (10_000, 2 ** 40):  # with the default limit, and with no effective limit at all
             with pytest.raises(InputError) as e:
-                codec.decode(request, features, max_rows)
+                codec.decode(request.inputs, features, max_rows)
             assert "2147483648" in str(e.value)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20, f"peak {peak} bytes: something was sized from the shape"
     with pytest.raises(InputError, match="shape says 2147483648 rows but data holds 1 elements"):
-        codec.decode(request, features, 2 ** 40)
+        codec.decode(request.inputs, features, 2 ** 40)
 
 
 # ---- request limits ----------------------------------------------------------------------------

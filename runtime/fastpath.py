@@ -1,0 +1,445 @@
+"""The runtime's own request path for V2 ``infer`` of its models, over REST and gRPC.
+
+MLServer 1.7.1 turns every request into pydantic objects, walks FastAPI's routing and
+dependency machinery (REST) or its proto converters (gRPC), its data plane, then turns the
+answer back: for the lead-scoring request shape (nine inputs, five outputs) that costs about
+270 us per request on the benchmark machine before any runtime code runs (docs/performance.md,
+server M). This module answers ``POST /v2/models/<name>[/versions/<v>]/infer`` and the gRPC
+``ModelInfer`` of a loaded, ready InsuranceModel directly: JSON parsed by orjson (the parser
+MLServer itself uses) or the proto read field by field, into the same plain values the pydantic
+models hold; then the very same ``InsuranceModel.score`` (limits, decoding, validation,
+prediction, drift accounting, ``ml_*`` metrics); then the response MLServer would have written.
+
+Kept exactly as on MLServer's path (tests/test_fastpath.py compares both paths byte for byte):
+response bodies, gRPC messages and trailing metadata, the CloudEvents ``ce-*`` headers, request
+ids (a UUID when a REST request has none), 400 / 401 answers, MLServer's own
+``model_infer_request_*`` metrics and ``rest_server_*`` / ``grpc_server_*`` (their middleware and
+interceptor still wrap the call), the model context for custom metrics.
+
+MLServer's path still answers whatever this path does not take: requests it would refuse
+itself (its 422 for a body that is not a V2 request, unknown models, models not ready),
+compressed bodies, models of other runtimes, models with adaptive batching (MLServer's
+batcher), parallel workers (the server process holds no model then), the response cache, and
+every model with ``fast_path: false``.
+
+How it hooks into MLServer (pinned at 1.7.1, like runtime/hardening.py):
+
+* REST: one Starlette route put first in the REST app's routes when a model loads
+  (``RESTServer.add_custom_handlers``, which MLServer calls on every model load). It sits inside
+  the app's middleware (metrics, CORS, gzip, error handling) like MLServer's own routes.
+* gRPC: MLServer registers ``InferenceServicer.ModelInfer`` when the server starts, before any
+  runtime is imported; the method is ``handle_mlserver_error``'s wrapper, which calls the
+  original function through its closure. The closure's cell is pointed at ``model_infer`` below,
+  which hands any request it does not take to the original: MLServer's error handling (status
+  codes, aborts) stays as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+from typing import Any, Optional
+
+import orjson
+from mlserver.cloudevents import CloudEventsMiddleware, CloudEventsTypes
+from mlserver.context import model_context
+from mlserver.errors import MLServerError
+from mlserver.types import Datatype
+from mlserver.utils import generate_uuid
+from starlette.routing import BaseRoute, Match, NoMatchFound
+
+from .codec import _plain
+
+logger = logging.getLogger("mlserver.insurance.fastpath")
+
+_DATATYPES = frozenset(d.value for d in Datatype)
+_OWN_PARAMETERS = ("content_type", "headers")  # declared fields of MLServer's Parameters: not model_extra
+_BATCHING = "__adaptive_batching__"  # set on a model by MLServer's load_batching
+
+
+class InvalidRequest(MLServerError):
+    """400 (gRPC INVALID_ARGUMENT) for a request that cannot be read (as runtime/hardening.py)."""
+
+    def __init__(self, msg: str):
+        super().__init__(msg, status_code=400)
+
+
+class Tensor:
+    """One request input: what MLServer's RequestInput holds, as plain values."""
+
+    __slots__ = ("name", "datatype", "shape", "data")
+
+    def __init__(self, name: str, datatype: str, shape: list, data: Any):
+        self.name, self.datatype, self.shape, self.data = name, datatype, shape, data
+
+
+class Request:
+    """An inference request as plain values: ``parameters`` are the request parameters other
+    than content_type / headers (pydantic's model_extra), ``outputs`` the requested output names
+    (None: all)."""
+
+    __slots__ = ("id", "inputs", "parameters", "outputs")
+
+    def __init__(self, id: Optional[str], inputs: list, parameters: Optional[dict], outputs: Optional[list]):
+        self.id, self.inputs, self.parameters, self.outputs = id, inputs, parameters, outputs
+
+
+# ---- which requests this path takes -----------------------------------------------------------
+
+def fast_model(data_plane: Any, name: str, version: Optional[str]) -> Any:
+    """The loaded, ready InsuranceModel that answers (name, version) as MLServer's registry resolves
+    it, when this path may serve it; else None (MLServer's path answers)."""
+    registry = data_plane._model_registry._models.get(name)
+    if registry is None:
+        return None
+    model = registry._find_model(version)
+    if model is None or not model.ready or getattr(model, "infer_plain", None) is None:
+        return None
+    options = getattr(model, "options", None)
+    if options is None or not options.fast_path or getattr(model, "monitoring", None) is None:
+        return None
+    if hasattr(model, _BATCHING):
+        return None
+    if data_plane._response_cache is not None and model.settings.cache_enabled is not False:
+        return None
+    return model
+
+
+def _middlewares_known(data_plane: Any) -> bool:
+    return all(isinstance(m, CloudEventsMiddleware) for m in data_plane._inference_middleware._middlewares)
+
+
+def infer(data_plane: Any, model: Any, name: str, version: Optional[str], request: Request,
+          headers: dict, generate_id: bool) -> tuple[dict, int, dict, list]:
+    """DataPlane.infer's bookkeeping around InsuranceModel.infer_plain: MLServer's request metrics,
+    the model context, the request id; returns the CloudEvents response headers and the outputs."""
+    with data_plane._ModelInferRequestDuration.labels(model=name, version=version).time(), \
+            data_plane._ModelInferRequestFailure.labels(model=name, version=version).count_exceptions():
+        with model_context(model.settings):
+            if request.id is None and generate_id:
+                request.id = generate_uuid()
+            n, outputs, names = model.infer_plain(request, headers)
+        data_plane._ModelInferRequestSuccess.labels(model=name, version=version).inc()
+    ce: dict = {}
+    for middleware in data_plane._inference_middleware._middlewares:
+        ce.update(middleware._get_headers(CloudEventsTypes.Response, model.settings, request.id))
+    return ce, n, outputs, names
+
+
+# ---- REST ---------------------------------------------------------------------------------------
+
+def _parameters(value: Any) -> Any:
+    """model_extra of a Parameters object as MLServer would build it; False if pydantic would refuse it."""
+    if value is None:
+        return None
+    if value.__class__ is not dict:
+        return False
+    ct = value.get("content_type")
+    headers = value.get("headers")
+    if (ct is not None and ct.__class__ is not str) or (headers is not None and headers.__class__ is not dict):
+        return False
+    return {k: v for k, v in value.items() if k not in _OWN_PARAMETERS}
+
+
+def from_json(obj: Any) -> Optional[Request]:
+    """A parsed V2 JSON body -> Request; None when it is not exactly what MLServer's InferenceRequest
+    accepts as is (MLServer's path then answers, with its own 422 where it refuses it)."""
+    if obj.__class__ is not dict:
+        return None
+    inputs = obj.get("inputs")
+    rid = obj.get("id")
+    if inputs.__class__ is not list or (rid is not None and rid.__class__ is not str):
+        return None
+    parameters = _parameters(obj.get("parameters"))
+    if parameters is False:
+        return None
+    tensors = []
+    for inp in inputs:
+        if inp.__class__ is not dict or "data" not in inp:
+            return None
+        name, datatype, shape = inp.get("name"), inp.get("datatype"), inp.get("shape")
+        if name.__class__ is not str or datatype.__class__ is not str or datatype not in _DATATYPES \
+                or shape.__class__ is not list:
+            return None
+        for d in shape:
+            if d.__class__ is not int:
+                return None
+        if inp.get("parameters") is not None and _parameters(inp["parameters"]) is False:
+            return None
+        tensors.append(Tensor(name, datatype, shape, inp["data"]))
+    wanted = None
+    outputs = obj.get("outputs")
+    if outputs is not None:
+        if outputs.__class__ is not list:
+            return None
+        wanted = []
+        for out in outputs:
+            if out.__class__ is not dict or out.get("name").__class__ is not str \
+                    or _parameters(out.get("parameters")) is False:
+                return None
+            wanted.append(out["name"])
+    return Request(rid, tensors, parameters, wanted or None)
+
+
+UNVERSIONED = "/v2/models/{model_name}/infer"
+VERSIONED = "/v2/models/{model_name}/versions/{model_version}/infer"
+
+
+def _target(path: str, versioned: bool) -> Optional[tuple[str, Optional[str]]]:
+    """(model name, version) of /v2/models/<name>/infer or /v2/models/<name>/versions/<v>/infer."""
+    if not path.startswith("/v2/models/") or not path.endswith("/infer"):
+        return None
+    parts = path[11:-6].split("/")
+    if not versioned:
+        return (parts[0], None) if len(parts) == 1 and parts[0] else None
+    if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+        return parts[0], parts[2]
+    return None
+
+
+async def _body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: nobody to answer
+            raise ConnectionAbortedError("client disconnected")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replayed() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+class RestInfer(BaseRoute):
+    """POST /v2/models/<name>/infer (or, `versioned`, .../versions/<v>/infer) for the models this
+    path takes; every other request to that path goes on to MLServer's route. ``path`` is the route
+    template, which starlette_exporter reports as the ``path`` label like MLServer's own route."""
+
+    endpoint = None  # read by MLServer's custom-handler bookkeeping (mlserver.rest.utils.matches)
+
+    def __init__(self, app: Any, data_plane: Any, versioned: bool):
+        self.app, self.data_plane, self.versioned = app, data_plane, versioned
+        self.path = VERSIONED if versioned else UNVERSIONED
+
+    def matches(self, scope: dict) -> tuple[Match, dict]:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root):]
+            target = _target(path, self.versioned)
+            if target is not None:
+                return Match.FULL, {"insurance_target": target, "endpoint": self.handle}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **params: Any) -> Any:
+        raise NoMatchFound(name, params)
+
+    async def handle(self, scope: dict, receive: Any, send: Any) -> None:
+        name, version = scope["insurance_target"]
+        model = fast_model(self.data_plane, name, version)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        if model is None or not _middlewares_known(self.data_plane) or "content-encoding" in headers \
+                or not _json_content(headers.get("content-type")):
+            return await self._mlserver(scope, receive, send)
+        body = await _body(receive)
+        try:
+            request = from_json(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            request = None
+        if request is None:
+            return await self._mlserver(scope, _replay(body, receive), send)
+        model.monitoring.fast_path_served()
+        try:
+            ce, n, outputs, names = infer(self.data_plane, model, name, version, request, headers, True)
+        except MLServerError as e:
+            return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), ())
+        types = model.predictor.outputs
+        answer = {"model_name": model.name, "model_version": model.version, "id": request.id,
+                  "parameters": {},
+                  "outputs": [{"name": o, "shape": [n], "datatype": types[o], "data": _plain(outputs[o])} for o in names]}
+        if model.version is None:
+            del answer["model_version"]
+        await _send(send, 200, orjson.dumps(answer), ce.items())
+
+    async def _mlserver(self, scope: dict, receive: Any, send: Any) -> None:
+        for route in self.app.router.routes:
+            if isinstance(route, RestInfer):
+                continue
+            match, child = route.matches(scope)
+            if match == Match.FULL:
+                scope.update(child)
+                return await route.handle(scope, receive, send)
+
+
+def _json_content(content_type: Optional[str]) -> bool:
+    """A body FastAPI reads as JSON: no Content-Type, or application/json (application/*+json too,
+    but those few take MLServer's path)."""
+    return content_type is None or content_type.partition(";")[0].strip().lower() == "application/json"
+
+
+async def _send(send: Any, status: int, body: bytes, extra: Any) -> None:
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def install_route(app: Any, data_plane: Any) -> None:
+    """Put the two routes first in the REST app (once)."""
+    routes = app.router.routes
+    if not any(isinstance(r, RestInfer) for r in routes):
+        routes[0:0] = [RestInfer(app, data_plane, False), RestInfer(app, data_plane, True)]
+
+
+# ---- gRPC ---------------------------------------------------------------------------------------
+
+def from_proto(pb: Any) -> Request:
+    """A ModelInferRequest -> Request, as MLServer's ModelInferRequestConverter reads it (typed
+    contents: the first field set; raw contents: one per input with no typed data, in order)."""
+    from mlserver.raw import unpack
+
+    raw = pb.raw_input_contents
+    r = 0
+    tensors = []
+    for inp in pb.inputs:
+        fields = inp.contents.ListFields()
+        data = list(fields[0][1]) if fields else []
+        tensor = Tensor(inp.name, inp.datatype, list(inp.shape), data)
+        _proto_parameters(inp.parameters)
+        if not data and raw:
+            try:
+                tensor.data = unpack(tensor, raw[r])
+            except (IndexError, ValueError, TypeError, OverflowError, KeyError, struct.error) as e:
+                raise InvalidRequest(f"malformed request: {type(e).__name__}: {str(e)[:200]}") from e
+            r += 1
+        tensors.append(tensor)
+    wanted = [o.name for o in pb.outputs] or None
+    for out in pb.outputs:
+        _proto_parameters(out.parameters)
+    return Request(pb.id, tensors, _proto_parameters(pb.parameters), wanted)
+
+
+def _proto_parameters(params: Any) -> Optional[dict]:
+    """model_extra of the Parameters MLServer's ParametersConverter builds from an InferParameter
+    map (None for an empty map); InvalidRequest where pydantic would refuse it."""
+    if not params:
+        return None
+    extra = {}
+    for key, value in params.items():
+        fields = value.ListFields()
+        v = fields[0][1] if fields else None
+        if key in _OWN_PARAMETERS:
+            if v is not None and (key == "headers" or not isinstance(v, str)):
+                raise InvalidRequest(f"malformed request: parameter '{key}' has the wrong type")
+            continue
+        extra[key] = v
+    return extra
+
+
+def to_proto(model: Any, request_id: str, n: int, outputs: dict, names: list, use_raw: bool) -> Any:
+    """The ModelInferResponse MLServer's ModelInferResponseConverter writes for these outputs."""
+    from mlserver.grpc import dataplane_pb2 as pb
+
+    response = pb.ModelInferResponse(model_name=model.name, id=request_id)
+    if model.version is not None:
+        response.model_version = model.version
+    types = model.predictor.outputs
+    for name in names:
+        datatype = types[name]
+        values = outputs[name]
+        out = response.outputs.add(name=name, datatype=datatype, shape=[n])
+        if use_raw:
+            out.contents.SetInParent()  # MLServer writes an empty contents message next to raw outputs
+        if datatype == "BYTES":
+            values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+            if use_raw:
+                response.raw_output_contents.append(
+                    b"".join(len(v).to_bytes(4, "little") + v for v in values))
+            else:
+                out.contents.bytes_contents.extend(values)
+        elif use_raw:
+            response.raw_output_contents.append(values.astype("<f8", copy=False).tobytes())
+        else:
+            out.contents.fp64_contents.extend(values.tolist())
+    return response
+
+
+_original_model_infer = None
+
+
+async def model_infer(servicer: Any, request: Any, context: Any) -> Any:
+    """InferenceServicer.ModelInfer for the models this path takes, MLServer's otherwise. Runs
+    inside MLServer's handle_mlserver_error: an MLServerError becomes its gRPC status there."""
+    from mlserver.grpc.utils import to_headers, to_metadata
+
+    data_plane = servicer._data_plane
+    name, version = request.model_name, request.model_version
+    model = fast_model(data_plane, name, version or None)
+    if model is None or not _middlewares_known(data_plane):
+        return await _original_model_infer(servicer, request, context)
+    model.monitoring.fast_path_served()
+    payload = from_proto(request)
+    ce, n, outputs, names = infer(data_plane, model, name, version, payload, to_headers(context), False)
+    if ce:
+        context.set_trailing_metadata(to_metadata(ce))
+    return to_proto(model, payload.id, n, outputs, names, bool(request.raw_input_contents))
+
+
+# ---- installation -------------------------------------------------------------------------------
+
+_installed = False
+_lock = threading.Lock()
+
+
+def install() -> None:
+    """Hook both protocols into MLServer (idempotent); called when runtime.model is imported."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+        _install_rest()
+        _install_grpc()
+
+
+def _install_rest() -> None:
+    from mlserver.rest.server import RESTServer
+
+    original = RESTServer.add_custom_handlers
+
+    async def add_custom_handlers(self, model):
+        if getattr(model, "infer_plain", None) is not None:
+            install_route(self._app, self._data_plane)
+        return await original(self, model)
+
+    RESTServer.add_custom_handlers = add_custom_handlers
+
+
+def _install_grpc() -> None:
+    global _original_model_infer
+    from mlserver.grpc.servicers import InferenceServicer
+
+    wrapper = InferenceServicer.ModelInfer
+    closure = getattr(wrapper, "__closure__", None) or ()
+    names = getattr(getattr(wrapper, "__code__", None), "co_freevars", ())
+    cell = closure[names.index("f")] if "f" in names else None
+    original = getattr(cell, "cell_contents", None) if cell is not None else None
+    if original is None or getattr(original, "__qualname__", "") != "InferenceServicer.ModelInfer":
+        logger.warning("gRPC fast path not installed: MLServer's InferenceServicer.ModelInfer is not the "
+                       "1.7.1 wrapper it expects; gRPC requests take MLServer's path")
+        return
+    _original_model_infer = original
+    cell.cell_contents = model_infer

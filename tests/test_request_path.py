@@ -1,0 +1,242 @@
+"""The runtime's own request path (runtime/fastpath.py) against MLServer's, on real servers.
+
+Two MLServer processes serve the same bundles: one as shipped (the runtime's path answers V2
+infer) and one with ``INSURANCE_FAST_PATH=false`` (every request takes MLServer's path). The same
+requests (the examples, error cases, and the hostile-input strategies of tests/security) go to
+both; status, body and headers must be the same, byte for byte where no server-made id is
+involved. ``ml_fast_path_requests_total`` shows which path answered.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+
+import grpc
+import pytest
+from hypothesis import given
+
+from .conftest import copy_repository, request_json, start_server, stop_server
+from .security.conftest import Http
+from .security.test_hostile_input import _fuzz_settings, _pb, _stub, grpc_requests, mutated_requests, random_requests
+
+pytestmark = pytest.mark.slow
+
+MODELS = ("auto", "claims", "home")
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class Pair:
+    def __init__(self, fast, plain):
+        self.fast, self.plain = fast, plain
+        self.http = {s: Http(srv.http_port, timeout=60) for s, srv in (("fast", fast), ("plain", plain))}
+        self.channel = {s: grpc.insecure_channel(srv.grpc, options=[("grpc.max_send_message_length", 64 << 20)])
+                        for s, srv in (("fast", fast), ("plain", plain))}
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("paths")
+    expect = [f"/v2/models/{m}/ready" for m in MODELS]
+    fast = start_server(copy_repository(tmp / "fast", MODELS), tmp, expect)
+    try:
+        plain = start_server(copy_repository(tmp / "plain", MODELS), tmp, expect, env={"INSURANCE_FAST_PATH": "false"})
+    except Exception:
+        stop_server(fast)
+        raise
+    p = Pair(fast, plain)
+    yield p
+    for c in p.channel.values():
+        c.close()
+    for h in p.http.values():
+        h.close()
+    stop_server(plain)
+    stop_server(fast)
+
+
+def fast_path_count(srv, model: str) -> float:
+    text = Http(srv.metrics_port).get("/metrics").body.decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("ml_fast_path_requests_total{") and f'model_name="{model}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def post(pair: Pair, side: str, path: str, body, headers: dict | None = None):
+    data = body if isinstance(body, bytes) else json.dumps(body, allow_nan=True).encode()
+    r = pair.http[side].post(path, data, headers=headers)
+    return r.status, r.body, {k.lower(): v for k, v in r.headers.items()}
+
+
+def same_rest(pair: Pair, path: str, body, headers: dict | None = None) -> int:
+    """Send to both servers; assert the same answer; return the status."""
+    fs, fb, fh = post(pair, "fast", path, body, headers)
+    ps, pb_, ph = post(pair, "plain", path, body, headers)
+    assert fs == ps, (path, str(body)[:300], fb[:300], pb_[:300])
+    if fs == 200 and isinstance(body, dict) and body.get("id") is None:
+        # no id sent: each server made a UUID; the rest must agree
+        fj, pj = json.loads(fb), json.loads(pb_)
+        assert UUID.match(fj.pop("id")) and UUID.match(pj.pop("id"))
+        assert fj == pj
+        for h in (fh, ph):
+            assert h.pop("ce-id") == h.pop("ce-requestid")
+    else:
+        assert fb == pb_, (path, str(body)[:300])
+    keep = lambda h: {k: v for k, v in h.items() if k.startswith("ce-") or k in ("content-type", "vary")}  # noqa: E731
+    assert keep(fh) == keep(ph)
+    return fs
+
+
+def test_examples_answer_identically_and_take_the_fast_path(pair):
+    before = {m: fast_path_count(pair.fast, m) for m in MODELS}
+    for m in MODELS:
+        body = request_json(m)
+        assert same_rest(pair, f"/v2/models/{m}/infer", body) == 200
+        assert same_rest(pair, f"/v2/models/{m}/versions/1.0.0/infer", body) == 200
+        no_id = {k: v for k, v in body.items() if k != "id"}
+        assert same_rest(pair, f"/v2/models/{m}/infer", no_id) == 200
+        some = {**body, "outputs": [{"name": "decision"}, {"name": "score"}]}
+        assert same_rest(pair, f"/v2/models/{m}/infer", some) == 200
+    for m in MODELS:
+        assert fast_path_count(pair.fast, m) == before[m] + 4
+        assert fast_path_count(pair.plain, m) == 0
+
+
+def test_errors_answer_identically(pair):
+    auto = request_json("auto")
+
+    def broken(change):
+        body = copy.deepcopy(auto)
+        change(body)
+        return body
+
+    cases = [
+        broken(lambda b: b["inputs"][0].update(data=[-5, 30, 40])),  # out of range: 400 from predictors
+        broken(lambda b: b["inputs"][0].update(name="colour")),  # unknown input
+        broken(lambda b: b["inputs"][0].update(datatype="BYTES")),  # datatype not allowed
+        broken(lambda b: b["inputs"][0].update(shape=[2])),  # rows differ
+        broken(lambda b: b.update(outputs=[{"name": "premium"}])),  # unknown output
+        broken(lambda b: b.update(parameters={"quote_time": "yesterday"})),
+        broken(lambda b: b.update(id="a" * 300)),
+        broken(lambda b: b.update(inputs=[])),
+        broken(lambda b: b["inputs"][0].update(shape=["3"])),  # pydantic would coerce: MLServer's path answers
+        broken(lambda b: b["inputs"][0].update(datatype="FP128")),  # MLServer's 422
+        broken(lambda b: b.pop("inputs")),
+    ]
+    statuses = [same_rest(pair, "/v2/models/auto/infer", body) for body in cases]
+    assert statuses[:8] == [400] * 8 and set(statuses[8:]) <= {200, 400, 422}
+    assert same_rest(pair, "/v2/models/auto/infer", b"{not json") == 422
+    assert same_rest(pair, "/v2/models/auto/infer", auto, {"Content-Type": "text/plain"}) == 422
+    assert same_rest(pair, "/v2/models/nope/infer", auto) == 404
+    assert same_rest(pair, "/v2/models/auto/versions/9.9.9/infer", auto) == 404
+
+
+def test_mlserver_request_metrics_count_fast_path_requests(pair):
+    def counts(srv):
+        text = Http(srv.metrics_port).get("/metrics").body.decode()
+        out = {}
+        for line in text.splitlines():
+            for name in ("model_infer_request_success_total", "model_infer_request_failure_total",
+                         "model_infer_request_duration_count"):
+                if line.startswith(name + "{") and 'model="life"' not in line and 'model="home"' in line:
+                    out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            if line.startswith("rest_server_requests_total{") and 'path="/v2/models/{model_name}/infer"' in line:
+                out[line[line.index("{") + 1:line.rindex("}")]] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    before = {side: counts(srv) for side, srv in (("fast", pair.fast), ("plain", pair.plain))}
+    good, bad = request_json("home"), copy.deepcopy(request_json("home"))
+    bad["inputs"][0]["data"][0] = -1
+    for body in (good, good, bad):
+        same_rest(pair, "/v2/models/home/infer", body)
+    for side, srv in (("fast", pair.fast), ("plain", pair.plain)):
+        after = counts(srv)
+        delta = {k: after[k] - before[side].get(k, 0.0) for k in after}
+        assert delta["model_infer_request_success_total"] == 2
+        assert delta["model_infer_request_failure_total"] == 1
+        assert delta["model_infer_request_duration_count"] == 3
+        assert sum(v for k, v in delta.items() if 'status_code="200"' in k and 'method="POST"' in k) == 2
+        assert sum(v for k, v in delta.items() if 'status_code="400"' in k) == 1
+
+
+def test_hostile_rest_requests_answer_identically(pair):
+    @_fuzz_settings(150)
+    @given(case=random_requests() | mutated_requests())
+    def run(case):
+        model, body = case
+        same_rest(pair, f"/v2/models/{model}/infer", body)
+
+    run()
+
+
+# ---- gRPC ---------------------------------------------------------------------------------------
+
+def call(pair: Pair, side: str, request):
+    call_ = _stub(pair.channel[side]).ModelInfer.with_call
+    try:
+        response, rpc = call_(request, timeout=60)
+        return grpc.StatusCode.OK, response.SerializeToString(deterministic=True), sorted(rpc.trailing_metadata())
+    except grpc.RpcError as e:
+        return e.code(), (e.details() or "").encode(), []
+
+
+def same_grpc(pair: Pair, request) -> grpc.StatusCode:
+    fast, plain = call(pair, "fast", request), call(pair, "plain", request)
+    assert fast == plain, (str(request)[:400], fast[:2], plain[:2])
+    return fast[0]
+
+
+def grpc_request(model: str, raw: bool, **kw):
+    pb = _pb()
+    body = request_json(model)
+    req = pb.ModelInferRequest(model_name=model, id=body["id"], **kw)
+    req.parameters["quote_time"].string_param = body["parameters"]["quote_time"]
+    for spec in body["inputs"]:
+        t = req.inputs.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
+        if spec["datatype"] == "BYTES":
+            values = [v.encode() for v in spec["data"]]
+            if raw:
+                req.raw_input_contents.append(b"".join(len(v).to_bytes(4, "little") + v for v in values))
+            else:
+                t.contents.bytes_contents.extend(values)
+        elif raw:
+            import numpy as np
+
+            req.raw_input_contents.append(np.asarray(spec["data"], dtype="<f8" if spec["datatype"] == "FP64"
+                                                     else "<i8").tobytes())
+        else:
+            getattr(t.contents, "fp64_contents" if spec["datatype"] == "FP64" else "int64_contents").extend(spec["data"])
+    return req
+
+
+def test_grpc_answers_identically_and_takes_the_fast_path(pair):
+    before = fast_path_count(pair.fast, "claims") + fast_path_count(pair.fast, "auto")
+    sent = 0
+    for model in ("auto", "claims"):
+        for raw in (False, True):
+            assert same_grpc(pair, grpc_request(model, raw)) == grpc.StatusCode.OK
+            assert same_grpc(pair, grpc_request(model, raw, model_version="1.0.0")) == grpc.StatusCode.OK
+            req = grpc_request(model, raw)
+            req.outputs.add(name="decision")
+            assert same_grpc(pair, req) == grpc.StatusCode.OK
+            req.ClearField("id")
+            assert same_grpc(pair, req) == grpc.StatusCode.OK
+            sent += 4
+            bad = grpc_request(model, raw)
+            bad.inputs[0].name = "colour"
+            assert same_grpc(pair, bad) == grpc.StatusCode.INVALID_ARGUMENT
+            sent += 1
+    assert fast_path_count(pair.fast, "claims") + fast_path_count(pair.fast, "auto") == before + sent
+    assert same_grpc(pair, grpc_request("auto", False, model_version="9.9.9")) == grpc.StatusCode.NOT_FOUND
+
+
+def test_hostile_grpc_requests_answer_identically(pair):
+    @_fuzz_settings(150)
+    @given(req=grpc_requests())
+    def run(req):
+        same_grpc(pair, req)
+
+    run()

@@ -240,3 +240,28 @@ def test_hostile_grpc_requests_answer_identically(pair):
         same_grpc(pair, req)
 
     run()
+
+
+# ---- prediction cache ---------------------------------------------------------------------------
+
+def test_prediction_cache_hits_are_counted_and_answer_the_same(pair, tmp_path):
+    cached = start_server(copy_repository(tmp_path / "repo", ["auto"]), tmp_path, ["/v2/models/auto/ready"],
+                          env={"INSURANCE_PREDICTION_CACHE_TTL": "60"})
+    try:
+        http = Http(cached.http_port)
+        body = request_json("auto")
+        other = copy.deepcopy(body)
+        other["inputs"][0]["data"][0] += 1
+        answers = [http.post("/v2/models/auto/infer", b) for b in (body, body, body, other)]
+        assert [a.status for a in answers] == [200] * 4
+        assert answers[0].body == answers[1].body == answers[2].body
+        reference = pair.http["plain"].post("/v2/models/auto/infer", body)
+        assert answers[0].body == reference.body  # a cached answer is the computed one
+        lookups = {}
+        for line in Http(cached.metrics_port).get("/metrics").body.decode().splitlines():
+            if line.startswith("ml_prediction_cache_lookups_total{"):
+                lookups[re.search(r'result="(\w+)"', line).group(1)] = float(line.rsplit(" ", 1)[1])
+        assert lookups == {"hit": 2.0, "miss": 2.0}
+        http.close()
+    finally:
+        stop_server(cached)

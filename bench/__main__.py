@@ -4,8 +4,8 @@ bench/results/results.md, results.json and results.png.
 Servers in turn, each alone on the machine, on free loopback ports, with the same model files:
 A (this runtime), A+lleaves (compiled trees, when lleaves is installed), M (MLServer with a
 runtime that computes nothing: the MLServer floor), B (stock MLServer LightGBM), C (KServe custom
-predictor), D (uvicorn + orjson floor). Load: wrk over HTTP, a
-bounded tritonclient.grpc.aio client over gRPC; concurrency 1/16/64, 1-row and 32-row requests.
+predictor), D (uvicorn + orjson floor). Load: wrk over HTTP, h2load over gRPC (a bounded
+tritonclient.grpc.aio client without it); concurrency 1/16/64, 1-row and 32-row requests.
 Then MLServer adaptive batching, parallel workers, the prediction cache, the five-model server,
 and a py-spy profile of A under load.
 """
@@ -57,11 +57,15 @@ def machine() -> dict:
         except Exception:  # noqa: BLE001
             versions[mod] = None
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    h2load = None
+    if shutil.which("h2load"):
+        out = subprocess.run(["h2load", "--version"], capture_output=True, text=True)
+        h2load = (out.stdout or out.stderr).split("\n")[0].strip()
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cores": os.cpu_count(), "cpu": cpu, "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}",
-        "wrk": (wrk.stdout or wrk.stderr).split("\n")[0].strip(), "versions": versions,
+        "wrk": (wrk.stdout or wrk.stderr).split("\n")[0].strip(), "h2load": h2load, "versions": versions,
     }
 
 
@@ -101,6 +105,15 @@ class Bench:
                                                     grpcclient) for k in range(16)]
         return self._grpc[key]
 
+    def grpc_message(self, size: int, kind: str) -> bytes:
+        return payloads.grpc_message(self.rows.slice(0, size), self.rows.features, kind, servers.MODEL)
+
+    def run_grpc(self, run: servers.Running, size: int, kind: str, concurrency: int, duration: float) -> load.Point:
+        if load.h2load_available():
+            return load.run_h2load(run.grpc, self.grpc_message(size, kind), concurrency, duration, size,
+                                   self.workdir / "h2load")
+        return load.run_grpc(run.grpc, servers.MODEL, self.grpc_requests(size, kind), concurrency, duration, size)
+
     def check_answer(self, run: servers.Running, body: bytes) -> None:
         import urllib.request
 
@@ -120,8 +133,7 @@ class Bench:
                 point = load.run_wrk(run.http, INFER, bodies or self.bodies(size, kind), concurrency,
                                      self.args.duration, size, self.workdir / "wrk")
             else:
-                point = load.run_grpc(run.grpc, servers.MODEL, self.grpc_requests(size, kind), concurrency,
-                                      self.args.duration, size)
+                point = self.run_grpc(run, size, kind, concurrency, self.args.duration)
             runs.append(point.to_dict())
             run.rss_mb()
         entry = {"experiment": experiment, "server": label or run.label, "proto": proto, "rows": size,
@@ -138,7 +150,7 @@ class Bench:
             self.check_answer(run, self.bodies(size, kind)[0])
             load.run_wrk(run.http, INFER, self.bodies(size, kind), 16, 1, size, self.workdir / "wrk")
         else:
-            load.run_grpc(run.grpc, servers.MODEL, self.grpc_requests(size, kind), 16, 1, size)
+            self.run_grpc(run, size, kind, 16, 1)
 
     # ---- servers ------------------------------------------------------------------------------
     def precompile(self) -> None:
@@ -212,14 +224,16 @@ class Bench:
                 run.stop()
 
     def workers(self) -> None:
-        for workers in (1, 2):
-            label = f"A workers={workers}"
+        # the last one: adaptive batching in front of a worker, where it saves the per-request IPC
+        for workers, batching in ((1, None), (2, None), (1, (64, 0.002))):
+            label = f"A workers={workers}" + (f" batch {batching[0]}/{batching[1] * 1000:g}ms" if batching else "")
             log(f"server {label}")
-            run = self.start(label, parallel_workers=workers)
+            run = self.start(label, parallel_workers=workers, batching=batching)
             try:
                 self.warmup(run, "http", 1, "v2")
                 for c in (16, 64):
-                    self.measure(run, "http", 1, c, "v2", experiment="workers", extra={"parallel_workers": workers})
+                    self.measure(run, "http", 1, c, "v2", experiment="workers", label=label,
+                                 extra={"parallel_workers": workers, "batching": list(batching) if batching else None})
                 self.servers[label] = {"cold_start_s": run.cold_start_s, "rss_mb": max(run.rss_samples)}
             finally:
                 run.stop()

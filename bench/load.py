@@ -1,11 +1,17 @@
-"""Load generators: wrk for HTTP (a Lua script cycling the request bodies), and a bounded asyncio
-client on tritonclient.grpc.aio for gRPC. Closed loop: `concurrency` connections (or in-flight
-requests) each send the next request when the previous answer arrives, for `duration` seconds."""
+"""Load generators: wrk for HTTP (a Lua script cycling the request bodies) and h2load (nghttp2,
+Debian's nghttp2-client) for gRPC: a unary gRPC call is an HTTP/2 POST of a length-prefixed
+message, which h2load sends on one connection with `concurrency` streams in flight. Both are C
+programs, so the load generator takes little of the CPU the servers share with it. Without
+h2load, a bounded asyncio client on tritonclient.grpc.aio (Python: it costs the machine more, so
+its figures are lower bounds). Closed loop: `concurrency` connections (or in-flight requests) each
+send the next request when the previous answer arrives, for `duration` seconds."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -126,3 +132,49 @@ def run_grpc(target: str, model: str, requests: list, concurrency: int, duration
     return Point(requests=ok + errors, seconds=elapsed, rps=ok / elapsed, rows_per_s=ok * rows / elapsed,
                  p50_ms=float(np.percentile(lat, 50)) if ok else float("nan"),
                  p99_ms=float(np.percentile(lat, 99)) if ok else float("nan"), errors=errors)
+
+
+GRPC_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def h2load_available() -> bool:
+    return shutil.which("h2load") is not None
+
+
+def check_grpc_message(target: str, message: bytes) -> bytes:
+    """Send one serialized request with grpcio (bytes in, bytes out); raises on any gRPC error.
+    h2load sees HTTP statuses only, and a gRPC error is an HTTP 200 with a grpc-status trailer:
+    the message is checked before and after every run instead (the same bytes every time)."""
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        return channel.unary_unary(GRPC_METHOD)(message, timeout=10)
+
+
+def run_h2load(target: str, message: bytes, concurrency: int, duration: float, rows: int, workdir: Path) -> Point:
+    workdir.mkdir(parents=True, exist_ok=True)
+    body = workdir / f"grpc-{hashlib.sha256(message).hexdigest()[:16]}.bin"
+    if not body.exists():
+        body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
+    log = workdir / "h2load-requests.log"
+    log.unlink(missing_ok=True)  # h2load appends
+    check_grpc_message(target, message)
+    cmd = ["h2load", "-c", "1", "-m", str(concurrency), "-D", str(max(1, round(duration))), "--warm-up-time", "1",
+           "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body), "--log-file", str(log),
+           f"http://{target}{GRPC_METHOD}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    check_grpc_message(target, message)
+    counts = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                       r"(\d+) errored, (\d+) timeout", out.stdout)
+    if out.returncode != 0 or counts is None:
+        raise RuntimeError(f"h2load failed (exit {out.returncode}):\n{out.stdout}\n{out.stderr}")
+    seconds = float(re.search(r"finished in ([\d.]+)s", out.stdout).group(1))
+    succeeded = int(counts.group(3))
+    errors = int(counts.group(4)) + int(counts.group(5)) + int(counts.group(6))
+    # one line per request of the measured period: start (us since epoch), HTTP status, duration (us)
+    durations = [int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.count("\t") == 2]
+    lat = np.asarray(durations, dtype=np.float64) / 1e3
+    return Point(requests=succeeded + errors, seconds=seconds, rps=succeeded / seconds,
+                 rows_per_s=succeeded * rows / seconds,
+                 p50_ms=float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+                 p99_ms=float(np.percentile(lat, 99)) if len(lat) else float("nan"), errors=errors)

@@ -145,3 +145,27 @@ def grpc_inputs(raw: dict[str, list], features, kind: str, module):
         out.append(inp)
     return out
 
+
+
+def grpc_message(raw: dict[str, list], features, kind: str, model: str) -> bytes:
+    """One serialized ModelInferRequest, raw tensor contents as tritonclient sends them (numbers
+    little-endian, BYTES elements with a 4-byte length prefix)."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    req = pb.ModelInferRequest(model_name=model)
+    if kind == "stock":
+        x = encoded_matrix(raw, features).astype("<f8")
+        req.inputs.add(name=B_INPUT, datatype="FP64", shape=list(x.shape))
+        req.raw_input_contents.append(x.tobytes())
+        return req.SerializeToString()
+    for f in features:
+        values = raw[f.name]
+        if f.kind == NUMERIC:
+            dt = _numeric_datatype(values)
+            data = np.asarray(values, dtype="<i8" if dt == "INT64" else "<f8").tobytes()
+        else:
+            dt = "BYTES"
+            data = b"".join(len(e).to_bytes(4, "little") + e for e in (str(v).encode() for v in values))
+        req.inputs.add(name=f.name, datatype=dt, shape=[len(values)])
+        req.raw_input_contents.append(data)
+    return req.SerializeToString()

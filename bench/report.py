@@ -72,9 +72,12 @@ def markdown(results: dict) -> str:
         "",
     ]
     lines += [f"- **{s}**: {DESCRIPTIONS[s]}" for s in servers]
-    lines += ["", "HTTP load: wrk, one thread, 64 different request bodies cycled. gRPC load: tritonclient.grpc.aio, "
-              "`c` requests in flight from one asyncio process (the Python client costs CPU on the same 2 cores, "
-              "so gRPC figures are lower bounds for every server alike).", ""]
+    grpc_load = (f"{m['h2load']} (h2load), one connection with `c` streams in flight, one request body per run "
+                 "(checked with grpcio before and after: h2load sees HTTP statuses, not gRPC ones)"
+                 if m.get("h2load") else
+                 "tritonclient.grpc.aio, `c` requests in flight from one asyncio process (the Python client costs "
+                 "CPU on the same cores, so gRPC figures are lower bounds for every server alike)")
+    lines += ["", f"HTTP load: wrk, one thread, 64 different request bodies cycled. gRPC load: {grpc_load}.", ""]
 
     lines += ["## Requests per second", "", "rows/s = requests/s × rows per request.", "",
               "| protocol | rows/request | c | " + " | ".join(servers) + " |",
@@ -158,8 +161,10 @@ def markdown(results: dict) -> str:
                 lines.append(f"| 0 | {c} | {_cell(unb['summary'])} | {_fmt(unb['summary']['p50_ms']['median'], 2)} | "
                              f"{_fmt(unb['summary']['p99_ms']['median'], 2)} | {results['servers'].get('A', {}).get('rss_mb', float('nan')):.0f} |")
             for p in [p for p in workers if p["c"] == c]:
-                rss = results["servers"].get(f"A workers={p['parallel_workers']}", {}).get("rss_mb", float("nan"))
-                lines.append(f"| {p['parallel_workers']} | {c} | {_cell(p['summary'])} | "
+                rss = results["servers"].get(p["server"], {}).get("rss_mb", float("nan"))
+                b = p.get("batching")
+                what = f"{p['parallel_workers']}" + (f", adaptive batching {b[0]} / {b[1] * 1000:g} ms" if b else "")
+                lines.append(f"| {what} | {c} | {_cell(p['summary'])} | "
                              f"{_fmt(p['summary']['p50_ms']['median'], 2)} | {_fmt(p['summary']['p99_ms']['median'], 2)} | {rss:.0f} |")
     cache = [p for p in extra_points if p["experiment"] == "cache"]
     if cache:

@@ -12,11 +12,14 @@ $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,bench,compiled]'
 	@touch $@
 
-bench-deps: $(BENCH_INSTALLED) ## Install the bench and compiled extras (matplotlib, py-spy, lleaves) and wrk (Debian) where missing
-	@command -v wrk >/dev/null || { \
+bench-deps: $(BENCH_INSTALLED) ## Install the bench and compiled extras (matplotlib, py-spy, lleaves), wrk and h2load (Debian) where missing
+	@for tool in wrk:wrk h2load:nghttp2-client; do \
+	  cmd=$${tool%%:*}; pkg=$${tool#*:}; \
+	  command -v $$cmd >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }; \
-	  else echo "error: wrk not found; install it (Debian/Ubuntu: sudo apt-get install -y wrk)" >&2; exit 1; fi; }
+	    apt-get install -y -qq $$pkg >/dev/null || { apt-get update -qq && apt-get install -y -qq $$pkg; }; \
+	  else echo "error: $$cmd not found; install it (Debian/Ubuntu: sudo apt-get install -y $$pkg)" >&2; exit 1; fi; \
+	done
 
 bench: bench-deps ## Benchmark A/B/C/D on loopback into bench/results/ (~25 min; BENCH_ARGS=--quick: ~4 min)
 	$(PY) -m bench $(BENCH_ARGS)

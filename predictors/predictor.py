@@ -168,13 +168,14 @@ class LeadScoringPredictor(Predictor):
             margin = abs(s - t) / (span_above if s >= t else span_below)
             confidence.append(min(margin, 1.0) * (present / n_features))
             low = s < low_below
-            price.append(base * risk * (peak * (low_factor if low else 1.0)))
+            # np.round(p, 2) is rint(p * 100) / 100; Python's round() of a float is rint: same numbers
+            price.append(round(base * risk * (peak * (low_factor if low else 1.0)) * 100.0) / 100.0)
             market_json.append(discounted if low else plain)
             decision.append(business.ACCEPT if s >= t else business.REJECT)
         return {
             "score": scores,
             "confidence": np.array(confidence, dtype=np.float64),
-            "price": np.round(np.array(price, dtype=np.float64), 2),
+            "price": np.array(price, dtype=np.float64),
             "market_factors": market_json,
             "decision": decision,
         }

@@ -110,17 +110,28 @@ def _middlewares_known(data_plane: Any) -> bool:
     return all(isinstance(m, CloudEventsMiddleware) for m in data_plane._inference_middleware._middlewares)
 
 
+_children: dict = {}  # (data plane, model, version) -> MLServer's duration, failure, success series
+
+
 def infer(data_plane: Any, model: Any, name: str, version: Optional[str], request: Request,
           headers: dict, generate_id: bool) -> tuple[dict, int, dict, list]:
     """DataPlane.infer's bookkeeping around InsuranceModel.infer_plain: MLServer's request metrics,
     the model context, the request id; returns the CloudEvents response headers and the outputs."""
-    with data_plane._ModelInferRequestDuration.labels(model=name, version=version).time(), \
-            data_plane._ModelInferRequestFailure.labels(model=name, version=version).count_exceptions():
+    key = (id(data_plane), name, version)
+    children = _children.get(key)
+    if children is None:  # MLServer never removes these series: the children stay valid
+        children = _children[key] = (data_plane._ModelInferRequestDuration.labels(model=name, version=version),
+                                     data_plane._ModelInferRequestFailure.labels(model=name, version=version),
+                                     data_plane._ModelInferRequestSuccess.labels(model=name, version=version))
+        if len(_children) > 10_000:  # names and versions come from URLs: bounded
+            _children.clear()
+    duration, failure, success = children
+    with duration.time(), failure.count_exceptions():
         with model_context(model.settings):
             if request.id is None and generate_id:
                 request.id = generate_uuid()
             n, outputs, names = model.infer_plain(request, headers)
-        data_plane._ModelInferRequestSuccess.labels(model=name, version=version).inc()
+        success.inc()
     ce: dict = {}
     for middleware in data_plane._inference_middleware._middlewares:
         ce.update(middleware._get_headers(CloudEventsTypes.Response, model.settings, request.id))

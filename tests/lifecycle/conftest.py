@@ -8,14 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT, free_port, shipped_bundle, stop_process
+from ..conftest import ROOT, shipped_bundle
+from ..prometheus import find_prometheus
 
 
 def insurance(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300
@@ -61,66 +59,7 @@ def edit_json(path: Path, change) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-# ---- Prometheus -------------------------------------------------------------------------------
-def find_prometheus() -> str | None:
-    local = Path(os.environ.get("TOOLS_DIR", ROOT / ".tools")) / "bin" / "prometheus"
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
-    return shutil.which("prometheus")
-
-
-class Prometheus:
-    """The real `prometheus` binary on a free loopback port with a temporary config and storage,
-    scraping the given targets every second; stopped by its PID."""
-
-    def __init__(self, binary: str, workdir: Path, targets: list[str]):
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            f"  - job_name: mlserver\n    static_configs: [{{targets: {json.dumps(targets)}}}]\n")
-        self.log = workdir / "prometheus.log"
-        self.process = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, cwd=workdir)
-        deadline = time.monotonic() + 60
-        while not self._ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"prometheus did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def query(self, expr: str) -> list[dict]:
-        q = urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?{q}", timeout=10) as r:
-            return json.loads(r.read())["data"]["result"]
-
-    def wait(self, expr: str, check, timeout: float = 60.0):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = self.query(expr)
-            if check(last):
-                return last
-            time.sleep(0.5)
-        raise AssertionError(f"{expr}: condition not met in {timeout} s; last answer {last}")
-
-    def stop(self) -> None:
-        stop_process(self.process)
+# ---- Prometheus: tests/prometheus.py ----------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ from lifecycle.registry import register
 from training.synthetic import generate
 
 from ..conftest import copy_repository, start_server, stop_server
-from .conftest import Prometheus, insurance
+from ..prometheus import Prometheus
+from .conftest import insurance
 
 
 # ---- pure parts ---------------------------------------------------------------------------------

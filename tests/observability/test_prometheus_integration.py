@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +24,8 @@ import requests
 from observability.dashboards import panel_queries
 from training.synthetic import generate
 
-from ..conftest import ROOT, SECOND_AUTO_VERSION, Server, free_port, start_server, stop_process, stop_server
+from ..conftest import SECOND_AUTO_VERSION, Server, start_server, stop_server
+from ..prometheus import Prometheus, find_prometheus
 from .conftest import DASHBOARDS_DIR
 
 pytestmark = pytest.mark.slow
@@ -51,13 +49,6 @@ BAD_REQUESTS = {  # error_type -> bodies sent to auto 1.0.0
 }
 
 
-def find_prometheus() -> str | None:
-    tools_bin = Path(os.environ.get("TOOLS_DIR", ROOT / ".tools")) / "bin" / "prometheus"
-    if tools_bin.is_file() and os.access(tools_bin, os.X_OK):
-        return str(tools_bin)
-    return shutil.which("prometheus")
-
-
 def wait_for(what: str, check, timeout: float = 45.0, interval: float = 0.25):
     """Poll check() until it returns a truthy value; fail naming `what` after the deadline."""
     deadline = time.monotonic() + timeout
@@ -68,48 +59,6 @@ def wait_for(what: str, check, timeout: float = 45.0, interval: float = 0.25):
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-
-
-class Prometheus:
-    """`prometheus` on a free loopback port, scraping one target every second."""
-
-    def __init__(self, binary: str, workdir: Path, target: str):
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        config = workdir / "prometheus.yml"
-        config.write_text(json.dumps({  # JSON is YAML
-            "global": {"scrape_interval": "1s", "scrape_timeout": "900ms", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "insurance-serving", "static_configs": [{"targets": [target]}]}],
-        }))
-        self.log = workdir / "prometheus.log"
-        self.process = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
-            cwd=workdir, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}"
-        wait_for("Prometheus to be ready", self._ready, timeout=30)
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            pytest.fail(f"prometheus exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-        try:
-            return requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def query_raw(self, expr: str) -> dict:
-        return requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10).json()
-
-    def query(self, expr: str) -> list[dict]:
-        body = self.query_raw(expr)
-        assert body["status"] == "success", f"{expr}: {body}"
-        return body["data"]["result"]
-
-    def values(self, expr: str, by: str) -> dict[str, float]:
-        return {s["metric"].get(by, ""): float(s["value"][1]) for s in self.query(expr)}
-
-    def stop(self) -> None:
-        stop_process(self.process, grace=15)
 
 
 # ---- requests ------------------------------------------------------------------------------
@@ -165,7 +114,7 @@ def stack(request, model_repository, tmp_path_factory, config):
                           env={"INSURANCE_DRIFT_WINDOW": str(WINDOW), "INSURANCE_DRIFT_MIN_ROWS": str(MIN_ROWS)})
     prom = None
     try:
-        prom = Prometheus(binary, tmp / "prometheus", f"127.0.0.1:{server.metrics_port}")
+        prom = Prometheus(binary, tmp / "prometheus", f"127.0.0.1:{server.metrics_port}", job="insurance-serving")
         st = Stack(workers, server, prom)
         st.metrics_at_start = st.scrape()
         run_traffic(st, config.vertical("auto"))

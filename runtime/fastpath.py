@@ -260,14 +260,15 @@ class RestInfer(BaseRoute):
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
         name, version = scope["insurance_target"]
-        model = fast_model(self.data_plane, name, version)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if model is None or not _middlewares_known(self.data_plane) or "content-encoding" in headers \
-                or not _json_content(headers.get("content-type")):
+        if fast_model(self.data_plane, name, version) is None or not _middlewares_known(self.data_plane) \
+                or "content-encoding" in headers or not _json_content(headers.get("content-type")):
             return await self._mlserver(scope, receive, send)
         body = await _body(receive)
+        # resolved again after the last await: a reload or unload may have happened meanwhile
+        model = fast_model(self.data_plane, name, version)
         try:
-            request = from_json(orjson.loads(body))
+            request = from_json(orjson.loads(body)) if model is not None else None
         except orjson.JSONDecodeError:
             request = None
         if request is None:

@@ -17,7 +17,8 @@ DESCRIPTIONS = {
          "25 encoded columns (predictors' LeadEncoder) and gets the score only",
     "C": "KServe 0.16 custom predictor (`kserve.Model` + `kserve.ModelServer`, V2) calling predictors/ "
          "(bench/kserve_server.py)",
-    "D": "floor: raw ASGI app on uvicorn + orjson calling predictors/ (bench/floor_server.py); HTTP only",
+    "D": "floor: raw ASGI app on uvicorn + orjson calling predictors/, and a bare grpcio asyncio server doing the "
+         "same over gRPC (bench/floor_server.py): no framework, metrics or validation beyond predictors/",
 }
 
 

@@ -192,12 +192,12 @@ def start_kserve(label: str, workdir: Path, timeout: float = 120.0) -> Running:
 
 
 def start_floor(label: str, workdir: Path, timeout: float = 60.0) -> Running:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     log = workdir / "floor.log"
     bundle = next((MODELS / MODEL).glob("*/manifest.json")).parent
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "bench.floor_server", "--port", str(port),
-                                "--bundle", str(bundle)],
+                                "--grpc-port", str(grpc_port), "--bundle", str(bundle)],
                                cwd=ROOT, env=_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
-    run = Running(label, process, port, None, log)
+    run = Running(label, process, port, grpc_port, log)
     return _wait_ready(run, [f"/v2/models/{MODEL}/ready"], started, timeout)

@@ -209,14 +209,40 @@ def _target(path: str, versioned: bool) -> Optional[tuple[str, Optional[str]]]:
     return None
 
 
-async def _body(receive: Any) -> bytes:
+class RequestTooLarge(MLServerError):
+    def __init__(self, limit: int, drained: bool = True):
+        super().__init__(f"the request body is over the limit of {limit} bytes (max_request_bytes); send fewer "
+                         "rows per request", status_code=413)
+        self.drained = drained
+
+
+#: A body over max_request_bytes is read and dropped up to this many times the limit before the 413,
+#: so that a client still sending it reads the answer instead of a reset connection; beyond that the
+#: connection is closed after the 413.
+DRAIN_FACTOR = 16
+
+
+async def _body(receive: Any, limit: int) -> bytes:
+    """The whole body; RequestTooLarge past `limit` bytes, after reading and dropping the rest of it
+    (or, past DRAIN_FACTOR x limit, with `drained` False: the connection must close)."""
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":  # http.disconnect: nobody to answer
             raise ConnectionAbortedError("client disconnected")
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        more = message.get("more_body", False)
+        if size > limit:
+            chunks.clear()
+            if size > DRAIN_FACTOR * limit:
+                raise RequestTooLarge(limit, drained=not more)
+            if not more:
+                raise RequestTooLarge(limit)
+            continue
+        chunks.append(chunk)
+        if not more:
             return b"".join(chunks)
 
 
@@ -261,10 +287,19 @@ class RestInfer(BaseRoute):
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
         name, version = scope["insurance_target"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if fast_model(self.data_plane, name, version) is None or not _middlewares_known(self.data_plane) \
+        model = fast_model(self.data_plane, name, version)
+        if model is None or not _middlewares_known(self.data_plane) \
                 or "content-encoding" in headers or not _json_content(headers.get("content-type")):
             return await self._mlserver(scope, receive, send)
-        body = await _body(receive)
+        limit = model.options.max_request_bytes
+        try:
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > DRAIN_FACTOR * limit:
+                raise RequestTooLarge(limit, drained=False)  # not worth reading at all
+            body = await _body(receive, limit)  # never holds more than `limit` bytes
+        except RequestTooLarge as e:
+            close = () if e.drained else (("connection", "close"),)
+            return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), close)
         # resolved again after the last await: a reload or unload may have happened meanwhile
         model = fast_model(self.data_plane, name, version)
         try:

@@ -1,9 +1,10 @@
 """Size limits of a request, checked before its inputs are decoded.
 
-MLServer parses the whole body (REST JSON, gRPC message) before a runtime sees it, so these
-limits bound the work a request causes, not the parse: the request body itself is bounded by
-the gRPC message limit (MLSERVER_GRPC_MAX_MESSAGE_LENGTH, 4 MiB by default) and, over REST,
-only in front of MLServer (docs/security.md). Rows per request are bounded by
+The body is parsed (REST JSON, gRPC message) before these checks, so they bound the work a
+request causes, not the parse: the request body itself is bounded by the gRPC message limit
+(MLSERVER_GRPC_MAX_MESSAGE_LENGTH, 4 MiB by default) and, over REST, by `max_request_bytes` on
+the runtime's request path (runtime/fastpath.py), elsewhere only in front of MLServer
+(docs/security.md). Rows per request are bounded by
 `max_batch_rows` in runtime/codec.py; this module bounds every BYTES element.
 """
 

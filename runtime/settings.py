@@ -69,6 +69,10 @@ class RuntimeSettings(BaseSettings):
     #: Longest BYTES element (a categorical or text value) of a request, in bytes; longer gets a 400
     #: naming the input and row. Bounds the work per request together with max_batch_rows.
     max_string_bytes: int = Field(16_384, ge=1)
+    #: Largest REST inference body, in bytes (as MLServer's gRPC message limit, 4 MiB by default): a larger
+    #: one gets a 413 naming the limit before it is read. Applies where the runtime's request path answers
+    #: (`fast_path`); MLServer's own routes have no limit (docs/security.md).
+    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1)
     #: PEM file with Ed25519 public key(s): when set, a bundle loads only if its manifest.sig is a valid
     #: signature of its manifest.json by one of them (`python -m predictors.signing`).
     bundle_public_key_file: Optional[Path] = None

@@ -265,3 +265,46 @@ def test_prediction_cache_hits_are_counted_and_answer_the_same(pair, tmp_path):
         http.close()
     finally:
         stop_server(cached)
+
+
+# ---- body size limit ----------------------------------------------------------------------------
+
+def test_bodies_over_max_request_bytes_get_413_and_others_still_pass(tmp_path):
+    import http.client
+
+    limit = 4000
+    srv = start_server(copy_repository(tmp_path / "repo", ["auto"]), tmp_path, ["/v2/models/auto/ready"],
+                       env={"INSURANCE_MAX_REQUEST_BYTES": str(limit)})
+    try:
+        body = request_json("auto")
+        small = json.dumps(body).encode()
+        assert len(small) < limit
+        big = copy.deepcopy(body)
+        big["inputs"][-1]["data"] = ["x" * 1500] * 3  # location: 4.5 KB of text
+        big = json.dumps(big).encode()
+        assert len(big) > limit
+
+        def send(data: bytes, chunked: bool = False):
+            conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=30)
+            headers = {"Content-Type": "application/json"}
+            if chunked:
+                conn.request("POST", "/v2/models/auto/infer", body=iter([data[:1000], data[1000:]]),
+                             headers=headers, encode_chunked=True)
+            else:
+                conn.request("POST", "/v2/models/auto/infer", body=data, headers=headers)
+            r = conn.getresponse()
+            out = r.status, json.loads(r.read())
+            conn.close()
+            return out
+
+        status, answer = send(big)
+        assert status == 413 and f"limit of {limit} bytes (max_request_bytes)" in answer["error"]
+        status, answer = send(big, chunked=True)  # no Content-Length: counted while it arrives
+        assert status == 413 and "max_request_bytes" in answer["error"]
+        huge = json.dumps({**body, "id": "h" * (20 * limit)}).encode()  # over 16x the limit: not even read
+        status, answer = send(huge)
+        assert status == 413 and "max_request_bytes" in answer["error"]
+        assert send(small)[0] == 200
+        assert send(small, chunked=True)[0] == 200
+    finally:
+        stop_server(srv)

@@ -124,12 +124,12 @@ def encode(model_name: str, model_version: str | None, request_id: str | None, n
         "model_name": model_name,
         "model_version": model_version,
         "id": request_id,
-        "outputs": [{"name": name, "shape": [n], "datatype": datatypes[name], "data": _plain(outputs[name])}
+        "outputs": [{"name": name, "shape": [n], "datatype": datatypes[name], "data": as_list(outputs[name])}
                     for name in names],
     })
 
 
-def _plain(values: Any) -> list:
+def as_list(values: Any) -> list:
     """A float64 array or a list of str -> a list of Python values (one C call for an array)."""
     return values.tolist() if hasattr(values, "tolist") else list(values)
 

@@ -37,7 +37,6 @@ How it hooks into MLServer (pinned at 1.7.1, like runtime/hardening.py):
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 from typing import Any, Optional
 
@@ -45,24 +44,21 @@ import orjson
 from mlserver.cloudevents import CloudEventsMiddleware, CloudEventsTypes
 from mlserver.context import model_context
 from mlserver.errors import MLServerError
+from mlserver.grpc import dataplane_pb2 as pb
+from mlserver.grpc.utils import to_headers, to_metadata
+from mlserver.raw import unpack
 from mlserver.types import Datatype
 from mlserver.utils import generate_uuid
 from starlette.routing import BaseRoute, Match, NoMatchFound
 
-from .codec import _plain
+from .codec import as_list
+from .hardening import MALFORMED, InvalidRequest, malformed
 
 logger = logging.getLogger("mlserver.insurance.fastpath")
 
 _DATATYPES = frozenset(d.value for d in Datatype)
 _OWN_PARAMETERS = ("content_type", "headers")  # declared fields of MLServer's Parameters: not model_extra
 _BATCHING = "__adaptive_batching__"  # set on a model by MLServer's load_batching
-
-
-class InvalidRequest(MLServerError):
-    """400 (gRPC INVALID_ARGUMENT) for a request that cannot be read (as runtime/hardening.py)."""
-
-    def __init__(self, msg: str):
-        super().__init__(msg, status_code=400)
 
 
 class Tensor:
@@ -316,7 +312,7 @@ class RestInfer(BaseRoute):
         types = model.predictor.outputs
         answer = {"model_name": model.name, "model_version": model.version, "id": request.id,
                   "parameters": {},
-                  "outputs": [{"name": o, "shape": [n], "datatype": types[o], "data": _plain(outputs[o])} for o in names]}
+                  "outputs": [{"name": o, "shape": [n], "datatype": types[o], "data": as_list(outputs[o])} for o in names]}
         if model.version is None:
             del answer["model_version"]
         await _send(send, 200, orjson.dumps(answer), ce.items())
@@ -353,15 +349,13 @@ def install_route(app: Any, data_plane: Any) -> None:
 
 # ---- gRPC ---------------------------------------------------------------------------------------
 
-def from_proto(pb: Any) -> Request:
+def from_proto(message: Any) -> Request:
     """A ModelInferRequest -> Request, as MLServer's ModelInferRequestConverter reads it (typed
     contents: the first field set; raw contents: one per input with no typed data, in order)."""
-    from mlserver.raw import unpack
-
-    raw = pb.raw_input_contents
+    raw = message.raw_input_contents
     r = 0
     tensors = []
-    for inp in pb.inputs:
+    for inp in message.inputs:
         fields = inp.contents.ListFields()
         data = list(fields[0][1]) if fields else []
         tensor = Tensor(inp.name, inp.datatype, list(inp.shape), data)
@@ -369,14 +363,14 @@ def from_proto(pb: Any) -> Request:
         if not data and raw:
             try:
                 tensor.data = unpack(tensor, raw[r])
-            except (IndexError, ValueError, TypeError, OverflowError, KeyError, struct.error) as e:
-                raise InvalidRequest(f"malformed request: {type(e).__name__}: {str(e)[:200]}") from e
+            except MALFORMED as e:  # as MLServer's converter with runtime/hardening.py
+                raise malformed(e) from e
             r += 1
         tensors.append(tensor)
-    wanted = [o.name for o in pb.outputs] or None
-    for out in pb.outputs:
+    wanted = [o.name for o in message.outputs] or None
+    for out in message.outputs:
         _proto_parameters(out.parameters)
-    return Request(pb.id, tensors, _proto_parameters(pb.parameters), wanted)
+    return Request(message.id, tensors, _proto_parameters(message.parameters), wanted)
 
 
 def _proto_parameters(params: Any) -> Optional[dict]:
@@ -398,8 +392,6 @@ def _proto_parameters(params: Any) -> Optional[dict]:
 
 def to_proto(model: Any, request_id: str, n: int, outputs: dict, names: list, use_raw: bool) -> Any:
     """The ModelInferResponse MLServer's ModelInferResponseConverter writes for these outputs."""
-    from mlserver.grpc import dataplane_pb2 as pb
-
     response = pb.ModelInferResponse(model_name=model.name, id=request_id)
     if model.version is not None:
         response.model_version = model.version
@@ -430,8 +422,6 @@ _original_model_infer = None
 async def model_infer(servicer: Any, request: Any, context: Any) -> Any:
     """InferenceServicer.ModelInfer for the models this path takes, MLServer's otherwise. Runs
     inside MLServer's handle_mlserver_error: an MLServerError becomes its gRPC status there."""
-    from mlserver.grpc.utils import to_headers, to_metadata
-
     data_plane = servicer._data_plane
     name, version = request.model_name, request.model_version
     model = fast_model(data_plane, name, version or None)

@@ -39,6 +39,15 @@ class InvalidRequest(MLServerError):
         super().__init__(msg, status_code=400)
 
 
+#: What unpacking a malformed request raises (struct sizes, unknown datatypes, bad UTF-8, ...).
+MALFORMED = (struct.error, ValueError, TypeError, IndexError, OverflowError, UnicodeDecodeError)
+
+
+def malformed(error: BaseException) -> InvalidRequest:
+    """The 400 for a request that could not be read, naming what went wrong (bounded in size)."""
+    return InvalidRequest(f"malformed request: {type(error).__name__}: {str(error)[:200]}")
+
+
 def install() -> None:
     global _INSTALLED
     if _INSTALLED:
@@ -67,8 +76,8 @@ def _request_converter() -> None:
     def to_types(cls, pb_object):
         try:
             return original(cls, pb_object)
-        except (struct.error, ValueError, TypeError, IndexError, OverflowError, UnicodeDecodeError) as e:
-            raise InvalidRequest(f"malformed request: {type(e).__name__}: {str(e)[:200]}") from e
+        except MALFORMED as e:
+            raise malformed(e) from e
 
     ModelInferRequestConverter.to_types = classmethod(to_types)
 

@@ -179,25 +179,25 @@ def start_mlserver(label: str, repo: Path, workdir: Path, *, parallel_workers: i
     return _wait_ready(run, [f"/v2/models/{m}/ready" for m in models], started, timeout)
 
 
-def start_kserve(label: str, workdir: Path, timeout: float = 120.0) -> Running:
-    http_port, grpc_port = free_port(), free_port()
-    log = workdir / "kserve.log"
+def _start_module(label: str, workdir: Path, module: str, args: list[str], http_port: int, grpc_port: int,
+                  timeout: float) -> Running:
+    """`python -m module args` serving MODEL from its shipped bundle (`--bundle` appended)."""
     bundle = next((MODELS / MODEL).glob("*/manifest.json")).parent
+    log = workdir / f"{module.rsplit('.', 1)[-1]}.log"
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "bench.kserve_server", "--http-port", str(http_port),
-                                "--grpc-port", str(grpc_port), "--bundle", str(bundle), "--name", MODEL],
+    process = subprocess.Popen([sys.executable, "-m", module, *args, "--bundle", str(bundle)],
                                cwd=ROOT, env=_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
     run = Running(label, process, http_port, grpc_port, log)
     return _wait_ready(run, [f"/v2/models/{MODEL}/ready"], started, timeout)
 
 
+def start_kserve(label: str, workdir: Path, timeout: float = 120.0) -> Running:
+    http_port, grpc_port = free_port(), free_port()
+    return _start_module(label, workdir, "bench.kserve_server", ["--http-port", str(http_port), "--grpc-port",
+                         str(grpc_port), "--name", MODEL], http_port, grpc_port, timeout)
+
+
 def start_floor(label: str, workdir: Path, timeout: float = 60.0) -> Running:
-    port, grpc_port = free_port(), free_port()
-    log = workdir / "floor.log"
-    bundle = next((MODELS / MODEL).glob("*/manifest.json")).parent
-    started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "bench.floor_server", "--port", str(port),
-                                "--grpc-port", str(grpc_port), "--bundle", str(bundle)],
-                               cwd=ROOT, env=_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
-    run = Running(label, process, port, grpc_port, log)
-    return _wait_ready(run, [f"/v2/models/{MODEL}/ready"], started, timeout)
+    http_port, grpc_port = free_port(), free_port()
+    return _start_module(label, workdir, "bench.floor_server", ["--port", str(http_port), "--grpc-port",
+                         str(grpc_port)], http_port, grpc_port, timeout)

@@ -29,6 +29,8 @@ class LeadScore:
     model_version: str | None = None
     request_id: str | None = None  # with `row`: what report_outcomes() sends back later
     row: int = 0
+    #: with ``reasons=True``: the features that pushed the score up / down (docs/reasons.md), else None
+    reasons: dict[str, Any] | None = None
 
     @property
     def accepted(self) -> bool:
@@ -49,6 +51,7 @@ class ClaimTriage:
     model_version: str | None = None
     request_id: str | None = None
     row: int = 0
+    reasons: dict[str, Any] | None = None  # with ``reasons=True`` (docs/reasons.md)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,7 +168,7 @@ def quote_time_param(quote_time: datetime | str | None) -> str | None:
 
 
 def v2_json(rows: Sequence[Mapping[str, Any]], quote_time: str | None = None,
-            request_id: str | None = None, text_fields: Sequence[str] = ()) -> dict[str, Any]:
+            request_id: str | None = None, text_fields: Sequence[str] = (), reasons: bool = False) -> dict[str, Any]:
     """The V2 JSON body of a batch. `text_fields` (BYTES fields of the whole batch) are sent as ""
     even where this part of the batch has none of them, so that a row with no value at all
     still makes a valid request."""
@@ -181,6 +184,8 @@ def v2_json(rows: Sequence[Mapping[str, Any]], quote_time: str | None = None,
     body: dict[str, Any] = {"inputs": inputs}
     if quote_time:
         body["parameters"] = {"quote_time": quote_time}
+    if reasons:  # the request parameter that adds the `reasons` output (docs/reasons.md)
+        body.setdefault("parameters", {})["reasons"] = True
     if request_id:
         body["id"] = request_id
     return body
@@ -203,15 +208,21 @@ def _outputs(body: Mapping[str, Any]) -> dict[str, list]:
     return {o["name"]: list(o["data"]) for o in body.get("outputs", [])}
 
 
+def _reasons(out: Mapping[str, list], n: int) -> list:
+    values = out.get("reasons")
+    return [None] * n if values is None else [json.loads(r) if isinstance(r, str) else r for r in values]
+
+
 def lead_scores(vertical: str, body: Mapping[str, Any]) -> list[LeadScore]:
     out = _outputs(body)
     version, rid = body.get("model_version"), body.get("id")
     try:
+        reasons = _reasons(out, len(out["score"]))
         return [LeadScore(vertical=vertical, score=float(s), confidence=float(c), price=float(p), decision=str(d),
                           market_factors=json.loads(m) if isinstance(m, str) else dict(m), model_version=version,
-                          request_id=rid, row=i)
-                for i, (s, c, p, m, d) in enumerate(zip(out["score"], out["confidence"], out["price"],
-                                                        out["market_factors"], out["decision"]))]
+                          request_id=rid, row=i, reasons=r)
+                for i, (s, c, p, m, d, r) in enumerate(zip(out["score"], out["confidence"], out["price"],
+                                                           out["market_factors"], out["decision"], reasons))]
     except KeyError as e:
         raise ServerError(f"{vertical}: the answer lacks output {e}; is this a lead-scoring model?") from None
 
@@ -220,10 +231,11 @@ def claim_triages(body: Mapping[str, Any]) -> list[ClaimTriage]:
     out = _outputs(body)
     version, rid = body.get("model_version"), body.get("id")
     try:
+        reasons = _reasons(out, len(out["score"]))
         return [ClaimTriage(score=float(s), anomaly_score=float(a), settlement_estimate=float(e), decision=str(d),
-                            model_version=version, request_id=rid, row=i)
-                for i, (s, a, e, d) in enumerate(zip(out["score"], out["anomaly_score"], out["settlement_estimate"],
-                                                     out["decision"]))]
+                            model_version=version, request_id=rid, row=i, reasons=r)
+                for i, (s, a, e, d, r) in enumerate(zip(out["score"], out["anomaly_score"], out["settlement_estimate"],
+                                                        out["decision"], reasons))]
     except KeyError as e:
         raise ServerError(f"claims: the answer lacks output {e}") from None
 

@@ -99,35 +99,37 @@ class InsuranceClient(_Base):
                 attempt += 1
                 self.retries_made += 1
 
-    def _run(self, model: str, rows: Sequence[Row], version: str | None, quote_time) -> list:
+    def _run(self, model: str, rows: Sequence[Row], version: str | None, quote_time, reasons: bool = False) -> list:
         rows = list(rows)
         qt = quote_time_param(quote_time)
         out: list = [None] * len(rows)
         text = _text_fields(self.protocol, rows)
         for idx in _plan(self.protocol, rows, self.batch_size):
-            body = v2_json([rows[i] for i in idx], qt, request_id=uuid.uuid4().hex, text_fields=text)
+            body = v2_json([rows[i] for i in idx], qt, request_id=uuid.uuid4().hex, text_fields=text, reasons=reasons)
             for i, result in zip(idx, self._decode(model, self._call(model, version, body))):
                 out[i] = result
         return out
 
     def score(self, vertical: str, lead_data: Row, *, version: str | None = None,
-              quote_time: datetime | str | None = None) -> LeadScore:
-        """Score one lead of a lead-scoring vertical (auto, home, health, life)."""
+              quote_time: datetime | str | None = None, reasons: bool = False) -> LeadScore:
+        """Score one lead of a lead-scoring vertical (auto, home, health, life). ``reasons=True``:
+        also the features that pushed the score up or down (``LeadScore.reasons``, docs/reasons.md)."""
         check_vertical(vertical, "score")
-        return self._run(vertical, [lead_data], version, quote_time)[0]
+        return self._run(vertical, [lead_data], version, quote_time, reasons)[0]
 
     def score_many(self, vertical: str, leads: Sequence[Row], *, version: str | None = None,
-                   quote_time: datetime | str | None = None) -> list[LeadScore]:
+                   quote_time: datetime | str | None = None, reasons: bool = False) -> list[LeadScore]:
         """Score many leads, in batches of ``batch_size`` rows per request; results in input order."""
         check_vertical(vertical, "score")
-        return self._run(vertical, leads, version, quote_time)
+        return self._run(vertical, leads, version, quote_time, reasons)
 
-    def triage(self, claim: Row, *, version: str | None = None) -> ClaimTriage:
-        """Triage one claim (the ``claims`` model)."""
-        return self._run(CLAIMS, [claim], version, None)[0]
+    def triage(self, claim: Row, *, version: str | None = None, reasons: bool = False) -> ClaimTriage:
+        """Triage one claim (the ``claims`` model); ``reasons=True`` as for ``score``."""
+        return self._run(CLAIMS, [claim], version, None, reasons)[0]
 
-    def triage_many(self, claims: Sequence[Row], *, version: str | None = None) -> list[ClaimTriage]:
-        return self._run(CLAIMS, claims, version, None)
+    def triage_many(self, claims: Sequence[Row], *, version: str | None = None,
+                    reasons: bool = False) -> list[ClaimTriage]:
+        return self._run(CLAIMS, claims, version, None, reasons)
 
     def report_outcomes(self, model: str, outcomes) -> dict[str, Any]:
         """Send ground truth for earlier results: ``[(LeadScore | ClaimTriage, 1 or 0), ...]``
@@ -189,7 +191,8 @@ class AsyncInsuranceClient(_Base):
                 attempt += 1
                 self.retries_made += 1
 
-    async def _run(self, model: str, rows: Sequence[Row], version: str | None, quote_time) -> list:
+    async def _run(self, model: str, rows: Sequence[Row], version: str | None, quote_time,
+                   reasons: bool = False) -> list:
         rows = list(rows)
         qt = quote_time_param(quote_time)
         out: list = [None] * len(rows)
@@ -200,7 +203,7 @@ class AsyncInsuranceClient(_Base):
             async with gate:
                 body = await self._call(model, version, v2_json([rows[i] for i in idx], qt,
                                                                               request_id=uuid.uuid4().hex,
-                                                                              text_fields=text))
+                                                                              text_fields=text, reasons=reasons))
             for i, result in zip(idx, self._decode(model, body)):
                 out[i] = result
 
@@ -208,20 +211,21 @@ class AsyncInsuranceClient(_Base):
         return out
 
     async def score(self, vertical: str, lead_data: Row, *, version: str | None = None,
-                    quote_time: datetime | str | None = None) -> LeadScore:
+                    quote_time: datetime | str | None = None, reasons: bool = False) -> LeadScore:
         check_vertical(vertical, "score")
-        return (await self._run(vertical, [lead_data], version, quote_time))[0]
+        return (await self._run(vertical, [lead_data], version, quote_time, reasons))[0]
 
     async def score_many(self, vertical: str, leads: Sequence[Row], *, version: str | None = None,
-                         quote_time: datetime | str | None = None) -> list[LeadScore]:
+                         quote_time: datetime | str | None = None, reasons: bool = False) -> list[LeadScore]:
         check_vertical(vertical, "score")
-        return await self._run(vertical, leads, version, quote_time)
+        return await self._run(vertical, leads, version, quote_time, reasons)
 
-    async def triage(self, claim: Row, *, version: str | None = None) -> ClaimTriage:
-        return (await self._run(CLAIMS, [claim], version, None))[0]
+    async def triage(self, claim: Row, *, version: str | None = None, reasons: bool = False) -> ClaimTriage:
+        return (await self._run(CLAIMS, [claim], version, None, reasons))[0]
 
-    async def triage_many(self, claims: Sequence[Row], *, version: str | None = None) -> list[ClaimTriage]:
-        return await self._run(CLAIMS, claims, version, None)
+    async def triage_many(self, claims: Sequence[Row], *, version: str | None = None,
+                          reasons: bool = False) -> list[ClaimTriage]:
+        return await self._run(CLAIMS, claims, version, None, reasons)
 
     async def score_request(self, body: Mapping[str, Any], **kwargs: Any) -> LeadScore | ClaimTriage:
         vertical, row = legacy(body)

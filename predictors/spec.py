@@ -55,6 +55,10 @@ class Vertical:
     triage: Mapping[str, Any] = field(default_factory=dict)
     synthetic: Mapping[str, Any] = field(default_factory=dict)
     raw_features: tuple[Mapping[str, Any], ...] = ()
+    #: verticals.yaml `reasons` / `decision_log`, top level overridden per vertical (predictors/reasons.py,
+    #: predictors/decisions.py read them)
+    reasons: Mapping[str, Any] = field(default_factory=dict)
+    decision_log: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -124,9 +128,17 @@ def parse_config(data: Mapping[str, Any]) -> Config:
             triage=raw.get("triage") or {},
             synthetic=raw.get("synthetic") or {},
             raw_features=tuple(raw.get("features", ())),
+            reasons={**(data.get("reasons") or {}), **(raw.get("reasons") or {})},
+            decision_log={**(data.get("decision_log") or {}), **(raw.get("decision_log") or {})},
         )
     if not verticals:
         raise ConfigError("the config defines no verticals")
+    from .decisions import DecisionLogOptions  # noqa: PLC0415 (they import this module)
+    from .reasons import ReasonsOptions  # noqa: PLC0415
+
+    for v in verticals.values():  # malformed reasons / decision_log / personal settings fail here
+        ReasonsOptions.parse(v.name, v.reasons)
+        DecisionLogOptions.parse(v, v.decision_log)
     return Config(
         verticals=verticals,
         text_hash_buckets=int(data.get("encoding", {}).get("text_hash_buckets", 16)),

@@ -309,7 +309,7 @@ class RestInfer(BaseRoute):
             ce, n, outputs, names = infer(self.data_plane, model, name, version, request, headers, True)
         except MLServerError as e:
             return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), ())
-        types = model.predictor.outputs
+        types = model.output_types
         answer = {"model_name": model.name, "model_version": model.version, "id": request.id,
                   "parameters": {},
                   "outputs": [{"name": o, "shape": [n], "datatype": types[o], "data": as_list(outputs[o])} for o in names]}
@@ -395,7 +395,7 @@ def to_proto(model: Any, request_id: str, n: int, outputs: dict, names: list, us
     response = pb.ModelInferResponse(model_name=model.name, id=request_id)
     if model.version is not None:
         response.model_version = model.version
-    types = model.predictor.outputs
+    types = model.output_types
     for name in names:
         datatype = types[name]
         values = outputs[name]

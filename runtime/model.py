@@ -10,9 +10,10 @@ from mlserver.types import InferenceRequest, InferenceResponse, MetadataModelRes
 from mlserver.utils import get_model_uri
 
 from predictors import BundleError, InputError, load_config, load_predictor
+from predictors.reasons import OUTPUT as REASONS, Reasons, ReasonsOptions
 from predictors.signing import load_public_keys, verify_bundle
 
-from . import codec, fastpath, hardening, limits, loading, metrics
+from . import codec, decision_log, fastpath, hardening, limits, loading, metrics
 from . import outcomes as outcomes_api
 from .auth import Authenticator
 from .settings import RuntimeSettings
@@ -69,7 +70,14 @@ class InsuranceModel(MLModel):
         if self.version is not None and self.version != bundle_version:
             raise ModelLoadError(f"model {self.name}: model-settings version {self.version} but the bundle "
                                  f"is version {bundle_version}")
-        self.inputs, self.outputs = codec.metadata(self.predictor.features, self.predictor.outputs)
+        # reason codes (optional output) and decision record: predictors/reasons.py, runtime/decision_log.py
+        self.reasons = Reasons(self.predictor, ReasonsOptions.parse(self.name, self.predictor.vertical.reasons))
+        self.output_types = {**self.predictor.outputs, REASONS: "BYTES"}
+        try:
+            self.decision_log = decision_log.open_for(self.name, self.version, folder, self.predictor, self.options)
+        except (ValueError, OSError) as e:
+            raise ModelLoadError(f"model {self.name} {self.version}: decision log: {e}") from e
+        self.inputs, self.outputs = codec.metadata(self.predictor.features, self.output_types)
         self.monitoring = metrics.ModelMonitoring(self.name, bundle_version, self.predictor, self.options,
                                                   auth=self.auth)
         return True
@@ -90,7 +98,7 @@ class InsuranceModel(MLModel):
             params = payload.parameters.model_extra if payload.parameters is not None else None
             wanted = [o.name for o in payload.outputs] if payload.outputs else None
             n, outputs, names = self.score(payload, params, wanted)
-            return codec.encode(self.name, self.version, payload.id, n, outputs, self.predictor.outputs, names)
+            return codec.encode(self.name, self.version, payload.id, n, outputs, self.output_types, names)
 
     def infer_plain(self, request: Any, headers: Optional[Mapping[str, Any]]) -> tuple[int, dict, list[str]]:
         """The runtime's own request path (runtime/fastpath.py): the same checks and outputs as
@@ -107,8 +115,14 @@ class InsuranceModel(MLModel):
             limits.check(request, self.options.max_string_bytes)
             raw, n = codec.decode(request.inputs, self.predictor.features, self.options.max_batch_rows)
             prediction = self.predictor.predict(raw, n, now=codec.quote_time_of(parameters))
-            names = codec.output_names(self.predictor.outputs, wanted)
+            k = self.reasons.requested(parameters, wanted)  # None unless the request asks for reasons
+            names = self.reasons.output_names(self.predictor.outputs, wanted, k, codec.output_names)
+            outputs = prediction.outputs
+            if k is not None:
+                outputs = {**outputs, REASONS: self.reasons.compute(prediction, raw, k)}
         except InputError as e:
             raise InvalidInput(e) from e
         self.monitoring.observe(request.id, prediction)
-        return n, prediction.outputs, names
+        if self.decision_log is not None:
+            self.decision_log.write(request.id, n, raw, prediction.outputs, outputs.get(REASONS))
+        return n, outputs, names

@@ -101,6 +101,16 @@ class RuntimeSettings(BaseSettings):
     #: Prediction cache: most requests kept (least recently used dropped first).
     prediction_cache_size: int = Field(10_000, ge=1)
 
+    # ---- decision record (runtime/decision_log.py, predictors/decisions.py; docs/reasons.md) -----
+    #: Record every scored row (one JSON line per row): true / false override the vertical's
+    #: `decision_log.enabled` in verticals.yaml; unset follows it (off by default).
+    decision_log: Optional[bool] = None
+    #: File the decision records are appended to (one JSON object per line); unset: the process's stdout.
+    decision_log_file: Optional[Path] = None
+    #: Key of the keyed hash (HMAC-SHA256) of features whose `personal` policy is `hashed`; unset: plain
+    #: SHA-256, which a dictionary of likely values reverses (docs/reasons.md).
+    decision_log_hash_key: Optional[SecretStr] = None
+
     @field_validator("jwt_audience", "jwt_algorithms", mode="before")
     @classmethod
     def _comma_list(cls, value):

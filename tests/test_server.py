@@ -149,7 +149,8 @@ def test_metadata_lists_the_contract(server, config):
     assert [i["name"] for i in body["inputs"]] == list(vertical.feature_names)
     assert [i["datatype"] for i in body["inputs"]] == ["FP64" if f.kind == NUMERIC else "BYTES"
                                                       for f in vertical.features]
-    assert [o["name"] for o in body["outputs"]] == list(OUTPUTS["lead_scoring"])
+    # the task's outputs, then the optional `reasons` (answered only when asked: predictors/reasons.py)
+    assert [o["name"] for o in body["outputs"]] == [*OUTPUTS["lead_scoring"], "reasons"]
 
 
 def test_repository_unload_and_load_without_restart(server):

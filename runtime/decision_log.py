@@ -52,9 +52,9 @@ class DecisionLog:
 
     def write(self, request_id: Optional[str], n: int, raw: Mapping[str, Sequence[Any]],
               outputs: Mapping[str, Any], reasons: Optional[Sequence[str]] = None) -> None:
-        info = self.log.info
-        for record in self.recorder.records(request_id, n, raw, outputs, reasons):
-            info("%s", orjson.dumps(record).decode())
+        # one write per request (a line per row): logging's per-record work is most of the cost otherwise
+        self.log.info("%s", b"\n".join(orjson.dumps(r) for r in
+                                       self.recorder.records(request_id, n, raw, outputs, reasons)).decode())
 
 
 def open_for(name: str, version: Optional[str], folder: str | Path, predictor: Any, settings: Any

@@ -54,3 +54,24 @@ def test_tritonclient_snippet_runs(server):
     assert 0.0 <= float(result.as_numpy("score")[0]) <= 1.0 and float(result.as_numpy("price")[0]) > 0
     decision = result.as_numpy("decision")[0]
     assert (decision.decode() if isinstance(decision, bytes) else decision) in ("accept", "reject")
+
+
+@pytest.mark.slow
+def test_reasons_example_answers_what_the_readme_shows(server):
+    """The README's request with `reasons` (docs/reasons.md) and the answer it shows."""
+    section = README[README.index("### Reasons: why this score"):]
+    body = json.loads(re.search(r"/v2/models/auto/infer -d '(\{.*?\})'\n```", section, re.S).group(1))
+    shown = json.loads(re.search(r"```json reasons\n(\{.*?)\n```", section, re.S).group(1))
+    r = requests.post(f"{server.http}/v2/models/auto/versions/1.0.0/infer", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    got = {o["name"]: o["data"] for o in r.json()["outputs"]}
+    want = {o["name"]: o["data"] for o in shown["outputs"]}
+    assert list(got) == list(want) and got["decision"] == want["decision"]
+    np.testing.assert_allclose(got["score"], want["score"], atol=5e-5)
+    doc, expected = json.loads(got["reasons"][0]), want["reasons"][0]
+    for side in ("up", "down"):
+        assert [(x["feature"], x["value"]) for x in doc[side]] == [(x["feature"], x["value"]) for x in expected[side]]
+        np.testing.assert_allclose([x["contribution"] for x in doc[side]],
+                                   [x["contribution"] for x in expected[side]], atol=5e-5)
+    for key in ("raw_score", "base", "other"):
+        assert abs(doc[key] - expected[key]) <= 5e-5, key

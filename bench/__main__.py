@@ -340,6 +340,9 @@ class Bench:
         self.extras["cache_inprocess"] = cache_effect()
         for r in self.extras["cache_inprocess"]:
             log(f"  cache {r['model']}: {r['no_cache_us']:.0f} us without, {r['miss_us']:.0f} us miss, {r['hit_us']:.0f} us hit")
+        from .reasons import measure as reasons_cost  # reason codes and decision record (docs/reasons.md)
+
+        self.extras["reasons"] = reasons_cost(seconds=0.1 if self.args.quick else 0.2)
         if not self.args.no_grid:
             self.grid()
         if not self.args.only:

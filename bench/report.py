@@ -182,6 +182,9 @@ def markdown(results: dict) -> str:
         lines += ["", "In-process, one thread, 1-row calls of predictors/ (µs per call):", "",
                   "| model | no cache | cache miss | cache hit |", "|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['no_cache_us']:,.0f} | {r['miss_us']:,.0f} | {r['hit_us']:,.0f} |" for r in cache_ip]
+    from .reasons import report_lines as reasons_lines
+
+    lines += reasons_lines(results["extras"].get("reasons") or [])
     lines += ["", "## Targets (issue 6; reported, not asserted)", "", "| target | measured | met |", "|---|---|---|"]
     lines += targets(results, grid)
     if results["extras"].get("profile"):

@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 
+import grpc
 import numpy as np
 import orjson
 import pytest
@@ -350,3 +351,45 @@ def test_insurance_client_asks_for_reasons(pair, protocol):
         assert abs(parts + lead.reasons["other"] - lead.reasons["raw_score"]) <= 1e-6
         triage = client.triage(claim, reasons=True)
         assert "anomaly" in triage.reasons and triage.reasons["anomaly"]["feature"] in claim
+
+
+@pytest.mark.slow
+def test_grpc_reasons_answer_identically_on_both_paths_typed_and_raw(pair):
+    from .test_request_path import call, grpc_request
+
+    class Channels:  # the shape test_request_path.call expects
+        def __init__(self):
+            self.channel = {side: grpc.insecure_channel(pair[side].grpc) for side in ("fast", "plain")}
+
+    channels = Channels()
+    for model in MODELS:
+        for raw in (False, True):
+            req = grpc_request(model, raw)
+            req.parameters["reasons"].int64_param = 2
+            fast, plain = call(channels, "fast", req), call(channels, "plain", req)
+            assert fast[0] == grpc.StatusCode.OK and fast == plain
+            from .security.test_hostile_input import _pb
+
+            answer = _pb().ModelInferResponse.FromString(fast[1])
+            assert [o.name for o in answer.outputs][-1] == "reasons"
+            texts = ([answer.outputs[-1].contents.bytes_contents[i] for i in range(3)] if not raw else
+                     _unpack_bytes(answer.raw_output_contents[-1]))
+            assert [len(json.loads(t)["up"]) <= 2 for t in texts] == [True] * 3
+    for c in channels.channel.values():
+        c.close()
+
+
+def _unpack_bytes(blob: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i < len(blob):
+        n = int.from_bytes(blob[i:i + 4], "little")
+        out.append(blob[i + 4:i + 4 + n])
+        i += 4 + n
+    return out
+
+
+@pytest.mark.slow
+def test_no_decision_records_unless_switched_on(pair):
+    requests.post(f"{pair['fast'].http}/v2/models/auto/infer", json=request_json("auto"), timeout=10)
+    for srv in pair.values():
+        assert "inputs_sha256" not in srv.log_text()

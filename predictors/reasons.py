@@ -50,16 +50,19 @@ class ReasonsOptions:
     top_k: int = 3
     max_k: int = 20
     format: str = "split"
+    max_rows: int = 1000  # rows of one request that may ask for reasons (each costs ~0.5 ms of CPU)
 
     @classmethod
     def parse(cls, vertical: str, raw: Mapping[str, Any] | None) -> "ReasonsOptions":
         raw = dict(raw or {})
-        unknown = set(raw) - {"top_k", "max_k", "format"}
+        unknown = set(raw) - {"top_k", "max_k", "format", "max_rows"}
         if unknown:
             raise ConfigError(f"vertical {vertical!r}: reasons has unknown keys {sorted(unknown)}; "
-                              "allowed: top_k, max_k, format")
+                              "allowed: top_k, max_k, format, max_rows")
         opts = cls(top_k=int(raw.get("top_k", cls.top_k)), max_k=int(raw.get("max_k", cls.max_k)),
-                   format=str(raw.get("format", cls.format)))
+                   format=str(raw.get("format", cls.format)), max_rows=int(raw.get("max_rows", cls.max_rows)))
+        if opts.max_rows < 1:
+            raise ConfigError(f"vertical {vertical!r}: reasons.max_rows {opts.max_rows} is not at least 1")
         if not 1 <= opts.top_k <= opts.max_k:
             raise ConfigError(f"vertical {vertical!r}: reasons.top_k {opts.top_k} is not within 1..max_k "
                               f"({opts.max_k})")
@@ -356,17 +359,23 @@ class Reasons:
         except ReasonsUnavailable as e:
             self.explainer, self.unavailable = None, str(e)
 
-    def requested(self, parameters: Mapping[str, Any] | None, wanted: Sequence[str] | None) -> int | None:
-        """top_k when the request asks for reasons, else None (InputError for a bad parameter, or
-        when this model has no reasons)."""
+    def requested(self, parameters: Mapping[str, Any] | None, wanted: Sequence[str] | None,
+                  n: int = 1) -> int | None:
+        """top_k when the request (of n rows) asks for reasons, else None. InputError for a bad
+        parameter, more rows than `max_rows`, or a model that has no reasons."""
         from .encoding import InputError
 
         try:
             k = requested_k(parameters, wanted, self.options)
         except ValueError as e:
             raise InputError(None, str(e)) from e
-        if k is not None and self.explainer is None:
+        if k is None:
+            return None
+        if self.explainer is None:
             raise InputError(None, f"this model cannot compute reasons: {self.unavailable}")
+        if n > self.options.max_rows:
+            raise InputError(None, f"reasons were asked for {n} rows; at most {self.options.max_rows} rows per "
+                                   "request may ask for reasons (verticals.yaml reasons.max_rows)")
         return k
 
     @staticmethod

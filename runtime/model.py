@@ -114,7 +114,7 @@ class InsuranceModel(MLModel):
         try:
             limits.check(request, self.options.max_string_bytes)
             raw, n = codec.decode(request.inputs, self.predictor.features, self.options.max_batch_rows)
-            k = self.reasons.requested(parameters, wanted)  # None unless the request asks for reasons
+            k = self.reasons.requested(parameters, wanted, n)  # None unless the request asks for reasons
             prediction = self.predictor.predict(raw, n, now=codec.quote_time_of(parameters))
             names = self.reasons.output_names(self.predictor.outputs, wanted, k, codec.output_names)
             outputs = prediction.outputs

@@ -212,6 +212,15 @@ def test_a_bad_reasons_parameter_is_a_400_naming_what_is_allowed(explained, valu
         reasons.requested({"reasons": value}, None)
 
 
+def test_reasons_for_more_rows_than_max_rows_is_a_400_naming_the_limit(explained):
+    p, _ = explained["auto"]
+    reasons = Reasons(p, ReasonsOptions(max_rows=5))
+    assert reasons.requested({"reasons": True}, None, 5) == 3
+    with pytest.raises(InputError, match=r"reasons were asked for 6 rows; at most 5 rows per request"):
+        reasons.requested({"reasons": True}, None, 6)
+    assert reasons.requested(None, None, 6) is None  # not asking: any number of rows
+
+
 def test_config_refuses_bad_reasons_settings():
     from predictors.spec import load_config
     import yaml

@@ -180,6 +180,11 @@ def test_sentinels_appear_in_no_log_metric_or_record(logged):
         plain = {**_sentinel_body(model, i), "id": f"{model}-plain-{i}"}  # no reasons asked
         assert requests.post(f"{srv.http}/v2/models/{model}/infer", json=plain, timeout=30).status_code == 200
         sent += 6
+    # refused requests: a value in the wrong place is named in the 400 to its sender, not logged
+    bad = _sentinel_body("auto", 7)
+    bad["inputs"][0] = {"name": "age", "shape": [3], "datatype": "FP64", "data": [f"{SENTINEL}7", 1, 2]}
+    r = requests.post(f"{srv.http}/v2/models/auto/infer", json=bad, timeout=30)
+    assert r.status_code in (400, 422), r.text
     # gRPC (the runtime's path too)
     pb = _pb()
     req = pb.ModelInferRequest(model_name="home", id="home-grpc")

@@ -131,9 +131,10 @@ def test_off_unless_switched_on(config, tmp_path):
 SENTINEL = "zqxsentinel"  # lower case: text is tokenised lower-cased, so it reaches the model as sent
 
 
-@pytest.fixture(scope="module")
-def logged(tmp_path_factory):
-    """auto, home and claims with the decision log on (into a file), occupation `hashed`, inputs recorded."""
+@pytest.fixture(scope="module", params=["runtime path", "mlserver path"])
+def logged(tmp_path_factory, request):
+    """auto, home and claims with the decision log on (into a file), occupation `hashed`, inputs recorded;
+    requests answered by the runtime's own request path, or all by MLServer's (fast_path false)."""
     tmp = tmp_path_factory.mktemp("decisions")
     data = yaml.safe_load(CONFIG_PATH.read_text())
     for f in data["verticals"]["auto"]["features"]:
@@ -145,7 +146,8 @@ def logged(tmp_path_factory):
     models = ("auto", "home", "claims")
     srv = start_server(copy_repository(tmp / "repo", models), tmp, [f"/v2/models/{m}/ready" for m in models],
                        env={"INSURANCE_DECISION_LOG": "true", "INSURANCE_DECISION_LOG_FILE": str(tmp / "decisions.jsonl"),
-                            "INSURANCE_CONFIG_PATH": str(cfg), "INSURANCE_DECISION_LOG_HASH_KEY": "test-key"})
+                            "INSURANCE_CONFIG_PATH": str(cfg), "INSURANCE_DECISION_LOG_HASH_KEY": "test-key",
+                            "INSURANCE_FAST_PATH": "true" if request.param == "runtime path" else "false"})
     yield srv, tmp / "decisions.jsonl"
     stop_server(srv)
 

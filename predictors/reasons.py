@@ -24,6 +24,7 @@ The output per row is one JSON object (verticals.yaml ``reasons``: ``top_k``, ``
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -31,6 +32,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .spec import CATEGORICAL, NUMERIC, TEXT, ConfigError, Feature
+
+logger = logging.getLogger("predictors.reasons")
 
 OUTPUT = "reasons"  # the optional output's name
 PARAMETER = "reasons"  # request parameter: true (the configured top_k), false, or a number (top_k)
@@ -356,8 +359,9 @@ class Reasons:
         self.unavailable: str | None = None
         try:
             self.explainer: Explainer | None = Explainer(predictor, options)
-        except ReasonsUnavailable as e:
-            self.explainer, self.unavailable = None, str(e)
+        except Exception as e:  # noqa: BLE001 (reasons never keep a model from serving)
+            self.explainer, self.unavailable = None, str(e) or type(e).__name__
+            logger.warning("%s: no reasons: %s", predictor.manifest.get("name", "model"), self.unavailable)
 
     def requested(self, parameters: Mapping[str, Any] | None, wanted: Sequence[str] | None,
                   n: int = 1) -> int | None:

@@ -164,6 +164,24 @@ def test_native_categorical_splits_are_refused_with_the_reason():
         hgb_to_lightgbm(model, 2)
 
 
+def test_a_model_without_reasons_still_serves_and_says_why(explained, caplog):
+    p, _ = explained["claims"]
+
+    class Foreign:  # a pipeline whose last step is not a HistGradientBoosting model
+        def __getitem__(self, item):
+            return [object()] if isinstance(item, slice) else object()
+
+    model, p.model = p.model, Foreign()
+    try:
+        reasons = Reasons(p, ReasonsOptions())
+    finally:
+        p.model = model
+    assert reasons.explainer is None and "no reasons" in caplog.text
+    assert reasons.requested(None, ["score"]) is None  # requests without reasons are unaffected
+    with pytest.raises(InputError, match="this model cannot compute reasons: cannot read the claims pipeline"):
+        reasons.requested({"reasons": True}, None)
+
+
 def test_claims_anomaly_reason_names_the_extreme_feature(explained):
     p, reasons = explained["claims"]
     raw = {k: list(v) for k, v in request_json_columns("claims").items()}

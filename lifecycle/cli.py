@@ -271,6 +271,10 @@ def cmd_rollout(args) -> int:
     sets = rollout.plan(args.action, values, args.vertical, args.version, args.percent, args.storage_uri)
     cmd = rollout.helm_upgrade_command(sets, args.release, args.namespace, args.chart, args.helm)
     print(shlex.join(cmd))
+    if args.action == "rollback" and sets[-1].endswith(".canary.trafficPercent=0"):
+        print(f"note: Knative: all traffic is back on the stable revision and the stable bundle is back in the spec; "
+              f"once `kubectl -n {args.namespace} get isvc` shows the new revision ready, run rollback again to "
+              f"drop the canary entry (one stable revision left)", file=sys.stderr)
     if args.dry_run:
         return 0
     try:

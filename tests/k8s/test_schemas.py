@@ -16,7 +16,7 @@ import yaml
 from .kube import CRD_DIR, VALUES_DIR, helm_template
 
 KUBERNETES_VERSION = "1.35.0"  # the kubectl the project installs; the chart needs >= 1.29
-CORE_KINDS = {"ConfigMap", "Namespace", "NetworkPolicy", "Pod", "Service"}
+CORE_KINDS = {"ConfigMap", "Namespace", "NetworkPolicy", "Pod", "PodDisruptionBudget", "Service"}
 RFC1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 

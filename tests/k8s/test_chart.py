@@ -93,7 +93,7 @@ def test_every_vertical_of_the_config_has_an_inference_service(default_objs):
 
 
 def test_runtime_formats_cover_the_bundles(default_objs):
-    rt = one(default_objs, "ServingRuntime")
+    rt = one(default_objs, "ClusterServingRuntime")
     formats = {f["name"]: f for f in rt["spec"]["supportedModelFormats"]}
     assert set(formats) == {c["framework"] for c in verticals_config().values()}
     assert all(f["autoSelect"] is False for f in formats.values()), "never auto-selected for foreign models"
@@ -274,9 +274,9 @@ def test_scenarios_change_the_runtime_kind_and_name(standard_objs, default_objs)
     rt = one(standard_objs, "ServingRuntime")
     assert rt["metadata"]["name"] == "insurance-mlserver" and rt["metadata"]["namespace"] == "insurance-serving"
     assert not by_kind(standard_objs, "ClusterServingRuntime")
-    default = one(default_objs, "ServingRuntime")
-    assert default["metadata"] == {**default["metadata"], "name": "insurance-serving-mlserver",
-                                   "namespace": "insurance-serving"}, "namespaced by default"
+    default = one(default_objs, "ClusterServingRuntime")
+    assert "namespace" not in default["metadata"], "cluster-scoped"
+    assert default["metadata"]["name"] == "insurance-serving-insurance-serving-mlserver", "carries the namespace"
 
 
 # ---- monitoring, rules, dashboards, network policy, tests -----------------------------------
@@ -289,7 +289,7 @@ def test_pod_monitor_scrapes_the_named_metrics_port(default_objs):
     pm = one(default_objs, "PodMonitor")
     [ep] = pm["spec"]["podMetricsEndpoints"]
     assert ep["port"] == "metrics" and ep["path"] == "/metrics"
-    rt = one(default_objs, "ServingRuntime")
+    rt = one(default_objs, "ClusterServingRuntime")
     assert {"name": "metrics", "containerPort": 8082, "protocol": "TCP"} in rt["spec"]["containers"][0]["ports"]
     for isvc in isvcs(default_objs).values():
         labels = _predictor_labels(isvc)

@@ -361,10 +361,11 @@ def test_runtime_names_never_collide_across_namespaces():
         assert p.returncode == 0, p.stderr
         rt = _runtime([d for d in yaml.safe_load_all(p.stdout) if d])
         return rt["kind"], rt["metadata"]["name"], rt["metadata"].get("namespace")
-    assert names("team-a") == ("ServingRuntime", "insurance-serving-mlserver", "team-a")
-    a = names("team-a", "servingRuntime.kind=ClusterServingRuntime")
-    b = names("team-b", "servingRuntime.kind=ClusterServingRuntime")
-    assert a[2] is None and a[1] != b[1] and a[1] == "insurance-serving-team-a-mlserver"
+    a, b = names("team-a"), names("team-b")
+    assert a == ("ClusterServingRuntime", "insurance-serving-team-a-mlserver", None)
+    assert b[1] == "insurance-serving-team-b-mlserver", "two namespaces, two cluster-wide runtimes"
+    assert names("team-a", "servingRuntime.kind=ServingRuntime") == ("ServingRuntime", "insurance-serving-mlserver",
+                                                                     "team-a")
 
 
 def test_a_second_release_gets_its_own_inference_service_names():

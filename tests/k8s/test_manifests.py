@@ -48,8 +48,8 @@ def test_kubectl_kustomize_builds_the_same_objects():
     key = lambda o: (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"])  # noqa: E731
     assert sorted(map(key, built)) == sorted(map(key, files))
     assert {key(o): o for o in built} == {key(o): o for o in files}, "kustomize must not rewrite objects"
-    rt = next(o for o in built if o["kind"] == "ServingRuntime")
-    assert rt["metadata"]["namespace"] == "insurance-serving", "namespaced: no collision with other namespaces"
+    csr = next(o for o in built if o["kind"] == "ClusterServingRuntime")
+    assert "namespace" not in csr["metadata"], "a cluster-scoped object must stay without namespace"
 
 
 def test_kubectl_apply_f_reads_every_object_and_skips_the_kustomization():

@@ -93,6 +93,15 @@ def kserve_pod(objs: list[dict], vertical: str, image: str, models_dir, host_por
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
 
 
+def quantity_bytes(q: str) -> int:
+    """A Kubernetes memory quantity ("1Gi", "512M", "1073741824") in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    for suffix, factor in units.items():
+        if q.endswith(suffix):
+            return int(float(q[: -len(suffix)]) * factor)
+    return int(q)
+
+
 def free_ports(n: int) -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -159,6 +168,9 @@ def test_kserve_pod_of_one_vertical_runs_with_podman_kube_play(images, tmp_path)
         sc = container.get("securityContext", {})
         assert info["HostConfig"]["ReadonlyRootfs"] == bool(sc.get("readOnlyRootFilesystem"))
         assert info["Path"] == container["command"][0] and info["Args"][-len(container["args"]):] == container["args"]
+        memory = container.get("resources", {}).get("limits", {}).get("memory")
+        if memory:
+            assert info["HostConfig"]["Memory"] == quantity_bytes(memory), "the memory limit is enforced"
 
         # V2 through the published HTTP port, answers equal predictors/ in-process
         http_port = next(p["hostPort"] for p in container["ports"] if p["containerPort"] == container["readinessProbe"]["httpGet"]["port"])

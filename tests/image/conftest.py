@@ -175,16 +175,19 @@ def container_factory():
         c.remove()
 
 
+FIGURES: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
-def figures(request, images):
-    """Measured figures of the image, printed at the end of the session (README "Container image")."""
-    found: dict[str, str] = {"engine": images.engine}
-    found.update({f"build {t.rsplit(':', 1)[1]} (s)": f"{s:.0f}" for t, s in images.build_seconds.items()})
-    yield found
-    out = request.config.pluginmanager.get_plugin("terminalreporter")
-    lines = ["[image figures] " + "; ".join(f"{k}: {v}" for k, v in found.items())]
-    if out:
-        for line in lines:
-            out.write_line(line)
-    else:  # pragma: no cover - pytest without its terminal reporter
-        print(*lines, sep="\n")
+def figures(images) -> dict[str, str]:
+    """Measured figures of the image, printed in the session's summary (README "Container image")."""
+    FIGURES["engine"] = images.engine
+    FIGURES.update({f"build {t.rsplit(':', 1)[1]} (s)": f"{s:.0f}" for t, s in images.build_seconds.items()})
+    return FIGURES
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("image figures")
+        for k, v in FIGURES.items():
+            terminalreporter.write_line(f"{k}: {v}")

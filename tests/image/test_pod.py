@@ -134,7 +134,7 @@ def wait_status(url: str, want: int, timeout: float) -> float:
     raise AssertionError(f"{url} did not answer {want} within {timeout} s")
 
 
-def test_kserve_pod_of_one_vertical_runs_with_podman_kube_play(images, tmp_path):
+def test_kserve_pod_of_one_vertical_runs_with_podman_kube_play(images, figures, tmp_path):
     if engine() != "podman":
         pytest.fail("`kube play` needs podman (make tools installs it)", pytrace=False)
     models = tmp_path / "provision-location"
@@ -186,6 +186,6 @@ def test_kserve_pod_of_one_vertical_runs_with_podman_kube_play(images, tmp_path)
         assert http_get(url("livenessProbe")) == 200
         assert repository_call(base, "load", VERTICAL) == 200
         wait_status(url("readinessProbe"), 200, timeout=60)
-        print(f"\n[image pod] {VERTICAL} pod (kube play) ready in {ready_s:.1f} s")
+        figures[f"{VERTICAL}: kube play pod ready (s)"] = f"{ready_s:.1f}"
     finally:
         run_engine("kube", "down", str(kube), check=False, timeout=120)

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from predictors.bundle import MANIFEST, MODEL_FILES, REFUSED_SUFFIXES, BundleError, read_manifest, verify_files
+from predictors.bundle import MANIFEST, MODEL_FILES, BundleError, pickle_files, read_manifest, verify_files
 from predictors.spec import CLAIMS_TRIAGE, LEAD_SCORING, Config, ConfigError, load_config
 
 from .repository import SEMVER
@@ -41,7 +41,6 @@ DEFAULT_TOLERANCE = 0.01
 DEFAULT_LATENCY_BUDGET_MS = 100.0
 DEFAULT_LATENCY_CALLS = 50
 RUNTIME_IMPLEMENTATION = "runtime.InsuranceModel"
-PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 DECISIONS = {LEAD_SCORING: {"accept", "reject"}, CLAIMS_TRIAGE: {"ML_APPROVED", "ML_REJECTED", "ML_REVIEW"}}
 
 
@@ -103,11 +102,10 @@ def rows_to_columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> 
 
 
 def _check_format(folder: Path, report: Report) -> bool:
-    refused = [p.name for p in sorted(folder.iterdir()) if p.suffix.lower() in REFUSED_SUFFIXES]
+    refused = pickle_files(folder)
     if refused:
-        report.add("format", FAIL, f"refused file(s) {', '.join(refused)}: pickle-family formats ("
-                   f"{', '.join(REFUSED_SUFFIXES)}) execute code when loaded and are never accepted; "
-                   f"allowed model files: LightGBM text ({MODEL_FILES['lightgbm']}) or skops ({MODEL_FILES['sklearn']})")
+        report.add("format", FAIL, f"refused: {'; '.join(refused)}; pickles are never accepted; allowed model "
+                   f"files: LightGBM text ({MODEL_FILES['lightgbm']}) or skops ({MODEL_FILES['sklearn']})")
         return False
     models = [p for p in folder.iterdir() if p.name in MODEL_FILES.values()]
     if len(models) != 1:
@@ -117,9 +115,6 @@ def _check_format(folder: Path, report: Report) -> bool:
         return False
     path = models[0]
     head = path.read_bytes()[:64]
-    if head.startswith(PICKLE_MAGIC):
-        report.add("format", FAIL, f"{path.name} is a pickle stream under another name; pickles are never accepted")
-        return False
     if path.name == MODEL_FILES["lightgbm"]:
         if not head.startswith(b"tree\n"):
             report.add("format", FAIL, f"{path.name} is not LightGBM's text model format (it must begin with 'tree')")

@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +22,11 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from predictors.spec import load_config  # noqa: E402
+from runtime.serve import NotReady, free_port, local_settings, start_mlserver, wait_ready  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 TESTDATA = Path(__file__).with_name("testdata")
-MLSERVER = Path(sys.executable).with_name("mlserver")
 
 
 @pytest.fixture(scope="session")
@@ -51,12 +48,6 @@ def shipped_bundle(name: str) -> Path:
 
 def request_json(name: str) -> dict:
     return json.loads((TESTDATA / f"{name}.json").read_text())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -90,25 +81,17 @@ class Server:
 def start_server(repository: Path, workdir: Path, expect: list[str], extra_settings: dict | None = None,
                  env: dict | None = None, timeout: float = 90.0) -> Server:
     """Start `mlserver start repository` on free ports; wait until every path in `expect` answers 200."""
-    ports = [free_port() for _ in range(3)]
-    settings = {"host": "127.0.0.1", "http_port": ports[0], "grpc_port": ports[1], "metrics_port": ports[2],
-                "parallel_workers": 0, "debug": False, "load_models_at_startup": True,
-                **(extra_settings or {})}
-    (repository / "settings.json").write_text(json.dumps(settings))
+    settings = local_settings(**(extra_settings or {}))
+    ports = [settings[k] for k in ("http_port", "grpc_port", "metrics_port")]
     log = workdir / f"mlserver-{ports[0]}.log"
-    process = subprocess.Popen([str(MLSERVER), "start", str(repository)], cwd=workdir,
-                               stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    process = start_mlserver(repository, settings=settings, cwd=workdir, log=log, env=env)
     server = Server(process, *ports, repository=repository, log=log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlserver exited with {process.returncode}:\n{server.log_text()[-4000:]}")
-        if all(server.ready(path) for path in expect):
-            return server
-        time.sleep(0.25)
-    stop_server(server)
-    raise RuntimeError(f"mlserver not ready in {timeout} s:\n{server.log_text()[-4000:]}")
+    try:
+        wait_ready(process, [server.http + path for path in expect], timeout, interval=0.25)
+    except NotReady as e:
+        stop_server(server)
+        raise RuntimeError(f"mlserver {e}:\n{server.log_text()[-4000:]}") from e
+    return server
 
 
 def stop_process(process: subprocess.Popen, grace: float = 20.0) -> None:

@@ -10,7 +10,7 @@ Checks, in order (a failed early check skips the ones that need it):
   contract      task, framework and feature spec identical to the vertical's contract in
                 predictors/verticals.yaml (the API backends call)
   load          the model loads (skops with the trusted-type list only)
-  golden        predicts the vertical's golden examples (lifecycle/golden/<vertical>.json) with
+  golden        predicts the vertical's golden examples (predictors/examples/<vertical>.json) with
                 valid outputs: finite scores in [0, 1], known decisions, positive prices...
   quality       held-out ROC-AUC >= the current stable version's - tolerance (same evaluation
                 table for both when --eval-data is given; else each manifest's held-out metric)
@@ -25,12 +25,12 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from predictors import examples
 from predictors.bundle import MANIFEST, MODEL_FILES, BundleError, pickle_files, read_manifest, verify_files
 from predictors.spec import CLAIMS_TRIAGE, LEAD_SCORING, Config, ConfigError, load_config
 
@@ -87,12 +87,11 @@ class Report:
 
 
 def golden_examples(vertical: str) -> dict[str, Any]:
-    """The vertical's golden examples, shipped with the package (lifecycle/golden/<vertical>.json)."""
+    """The vertical's example rows, shipped with the package (predictors/examples/<vertical>.json)."""
     try:
-        text = resources.files("lifecycle").joinpath("golden", f"{vertical}.json").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"no golden examples for vertical {vertical!r} (lifecycle/golden/{vertical}.json)") from None
-    return json.loads(text)
+        return examples.load(vertical)
+    except KeyError as e:
+        raise ConfigError(e.args[0]) from None
 
 
 def rows_to_columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, list]:

@@ -21,15 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from predictors import examples
+
 MLSERVER = Path(sys.executable).with_name("mlserver")
-
-EXAMPLE_ROW = {
-    "age": ("INT64", 34), "driving_years": ("INT64", 15), "vehicle_age": ("INT64", 3),
-    "annual_mileage": ("INT64", 12000), "vehicle_make": ("BYTES", "toyota"),
-    "vehicle_model": ("BYTES", "sedan"), "usage_type": ("BYTES", "commute"),
-    "occupation": ("BYTES", "senior teacher"), "location": ("BYTES", "suburban springfield"),
-}
-
 
 def bundles(repository: Path) -> list[tuple[str, str | None]]:
     """(name, version) of every model-settings.json under the repository."""
@@ -52,8 +46,7 @@ def server_address(repository: Path) -> tuple[str, int, int, int]:
 
 
 def example_request() -> str:
-    inputs = [{"name": k, "shape": [1], "datatype": dt, "data": [v]} for k, (dt, v) in EXAMPLE_ROW.items()]
-    return json.dumps({"inputs": inputs})
+    return json.dumps(examples.v2_request("auto", rows=1))
 
 
 def is_ready(url: str, timeout: float = 1.0) -> bool:

@@ -1,4 +1,4 @@
-"""Shared fixtures: config, shipped bundles, V2 requests from testdata, and a real MLServer.
+"""Shared fixtures: config, shipped bundles, V2 requests of the example rows, and a real MLServer.
 
 The server fixture starts the real `mlserver` executable on free loopback ports, serving a
 copy of the shipped repository (plus a second `auto` version trained into tmp) from a
@@ -7,7 +7,6 @@ temporary folder: tests never write into the repository.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -21,12 +20,12 @@ import pytest
 # shared 2-core machine, OpenMP's spinning threads slow training down by an order of magnitude.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from predictors.examples import v2_request  # noqa: E402
 from predictors.spec import load_config  # noqa: E402
 from runtime.serve import NotReady, free_port, local_settings, start_mlserver, wait_ready  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
-TESTDATA = Path(__file__).with_name("testdata")
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +46,8 @@ def shipped_bundle(name: str) -> Path:
 
 
 def request_json(name: str) -> dict:
-    return json.loads((TESTDATA / f"{name}.json").read_text())
+    """A V2 request of three example rows of the vertical (predictors/examples/)."""
+    return v2_request(name)
 
 
 @dataclass

@@ -8,22 +8,22 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from insurance_client import (AsyncInsuranceClient, ClaimTriage, InsuranceClient, InvalidRequest, LeadScore,
                               ModelNotFound, Retry, Timeout, Unavailable)
 
+from predictors import examples
+
 from ..conftest import free_port
 
-GOLDEN = Path(__file__).resolve().parents[2] / "lifecycle" / "golden"
 QUOTE_TIME = "2026-11-23T10:00:00Z"
 pytestmark = pytest.mark.slow
 
 
 def rows(vertical: str) -> list[dict]:
-    return json.loads((GOLDEN / f"{vertical}.json").read_text())["rows"]
+    return examples.load(vertical)["rows"]
 
 
 @pytest.fixture(params=["http", "grpc"])

@@ -23,11 +23,11 @@ help: ## Show this help
 
 install: $(INSTALLED) ## Create .venv and install the pinned runtime, training and test dependencies
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml clients/python/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required); set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e ./clients/python -e '.[dev]'
 	@touch $@
 
 tools: $(TOOLS_TARGETS) ## Install helm, kubectl, hadolint and promtool where missing (project-local $(TOOLS_DIR)/bin)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from predictors.examples import v2_request  # noqa: E402
 from predictors.spec import load_config  # noqa: E402
-from runtime.serve import NotReady, free_port, local_settings, start_mlserver, wait_ready  # noqa: E402,F401
+from runtime.serve import NotReady, free_port, is_ready, local_settings, start_mlserver, wait_ready  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -68,11 +67,7 @@ class Server:
         return f"127.0.0.1:{self.grpc_port}"
 
     def ready(self, path: str = "/v2/health/ready") -> bool:
-        try:
-            with urllib.request.urlopen(self.http + path, timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        return is_ready(self.http + path, timeout=2)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -25,11 +25,11 @@ help: ## Show this help
 
 install: $(INSTALLED) ## Create .venv and install the runtime, training and test dependencies as locked in constraints.txt
 
-$(INSTALLED): pyproject.toml $(CONSTRAINTS)
+$(INSTALLED): pyproject.toml clients/python/pyproject.toml $(CONSTRAINTS)
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required); set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ./clients/python -e '.[dev]'
 	@touch $@
 
 lock: ## Refresh constraints.txt: resolve the project and all extras afresh (KEEP=1: keep pins, add what is new)

@@ -43,6 +43,8 @@ from typing import Any, Callable, Mapping, Optional
 
 from mlserver.errors import MLServerError
 
+from runtime import metrics
+
 logger = logging.getLogger("mlserver.insurance.auth")
 
 HTTP_UNAUTHORIZED = 401
@@ -66,24 +68,9 @@ class Unauthenticated(MLServerError):
 
 # ---- the failure counter ----------------------------------------------------------------------
 
-_counter = None
-_counter_lock = threading.Lock()
-
-
 def count_failure(model_name: str, reason: str) -> None:
-    """ml_auth_failures_total{model_name, reason}. Created on first use, after MLServer has
-    configured multiprocess metrics in a parallel worker (prometheus_client's value class is
-    chosen when a metric is created)."""
-    global _counter
-    if _counter is None:
-        with _counter_lock:
-            if _counter is None:
-                from prometheus_client import REGISTRY, Counter
-
-                existing = getattr(REGISTRY, "_names_to_collectors", {}).get("ml_auth_failures_total")
-                _counter = existing or Counter("ml_auth_failures", "Inference requests refused for a missing or "
-                                               "invalid credential", ["model_name", "reason"])
-    _counter.labels(model_name=model_name, reason=reason).inc()
+    """ml_auth_failures_total{model_name, reason} (runtime/metrics.py, created on first use)."""
+    metrics.families().auth_failures.labels(model_name=model_name, reason=reason).inc()
 
 
 # ---- files re-read on change ------------------------------------------------------------------
@@ -272,6 +259,8 @@ def header(headers: Optional[Mapping[str, Any]], name: str) -> Optional[str]:
 class Authenticator:
     """Built once per loaded model from its RuntimeSettings; `enabled` is False when neither API
     keys nor a JWT key are configured (then every request passes)."""
+
+    reasons = REASONS  # runtime/metrics.py creates ml_auth_failures_total at 0 for each
 
     def __init__(self, options: Any):
         interval = float(options.auth_reload_seconds)

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 from predictors import OUTPUTS, load_predictor
 from predictors.spec import NUMERIC
 
-from .conftest import SECOND_AUTO_VERSION, TESTDATA, request_json, shipped_bundle
+from .conftest import SECOND_AUTO_VERSION, request_json, shipped_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -85,9 +85,11 @@ def test_tritonclient_grpc_every_vertical_versioned(server, name):
     check_outputs(name, request, {o["name"]: result.as_numpy(o["name"]) for o in response["outputs"]})
 
 
-def test_kserve_sdk_rest_client(server):
+def test_kserve_sdk_rest_client(server, tmp_path):
     script = Path(__file__).with_name("kserve_client.py")
-    done = subprocess.run([sys.executable, str(script), server.http, "claims", str(TESTDATA / "claims.json")],
+    body = tmp_path / "claims.json"
+    body.write_text(json.dumps(request_json("claims")))
+    done = subprocess.run([sys.executable, str(script), server.http, "claims", str(body)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     response = json.loads(done.stdout)

@@ -9,9 +9,9 @@ import uuid
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-from ._core import (CLAIMS, ClaimTriage, InsuranceError, LeadScore, Retry, _Retryable, check_vertical, chunks,
-                    claim_triages, groups_without_null_numbers, lead_scores, legacy, outcomes_body,
-                    quote_time_param, v2_json)
+from ._core import (CLAIMS, SCORE, TRIAGE, ClaimTriage, InsuranceError, LeadScore, Retry, _Retryable, check_task,
+                    chunks, claim_triages, groups_without_null_numbers, lead_scores, legacy, outcomes_body,
+                    quote_time_param, task_of, v2_json)
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_BATCH_SIZE = 1000
@@ -53,10 +53,11 @@ class _Base:
         self.batch_size = batch_size
         self._rng = random.Random(seed)
         self.retries_made = 0  # total retries, for callers that want to see them
+        self._tasks: dict[str, str] = {}  # model -> SCORE | TRIAGE, learnt from its metadata once
 
     @staticmethod
-    def _decode(model: str, body: dict[str, Any]) -> list:
-        return claim_triages(body) if model == CLAIMS else lead_scores(model, body)
+    def _decode(model: str, task: str, body: dict[str, Any]) -> list:
+        return claim_triages(body) if task == TRIAGE else lead_scores(model, body)
 
 
 class InsuranceClient(_Base):
@@ -87,11 +88,11 @@ class InsuranceClient(_Base):
     def close(self) -> None:
         self._t.close()
 
-    def _call(self, model: str, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, send, *args: Any) -> dict[str, Any]:
         attempt = 0
         while True:
             try:
-                return self._t.infer(model, version, body)
+                return send(*args)
             except _Retryable as r:
                 if attempt >= self.retry.attempts:
                     raise r.error from None
@@ -99,35 +100,42 @@ class InsuranceClient(_Base):
                 attempt += 1
                 self.retries_made += 1
 
-    def _run(self, model: str, rows: Sequence[Row], version: str | None, quote_time) -> list:
+    def _task(self, model: str, version: str | None, wanted: str) -> str:
+        task = self._tasks.get(model)
+        if task is None:
+            task = self._tasks[model] = task_of(model, self._call(self._t.model_metadata, model, version))
+        check_task(model, task, wanted)
+        return task
+
+    def _run(self, model: str, rows: Sequence[Row], version: str | None, quote_time, wanted: str) -> list:
         rows = list(rows)
+        task = self._task(model, version, wanted)
         qt = quote_time_param(quote_time)
         out: list = [None] * len(rows)
         text = _text_fields(self.protocol, rows)
         for idx in _plan(self.protocol, rows, self.batch_size):
             body = v2_json([rows[i] for i in idx], qt, request_id=uuid.uuid4().hex, text_fields=text)
-            for i, result in zip(idx, self._decode(model, self._call(model, version, body))):
+            for i, result in zip(idx, self._decode(model, task, self._call(self._t.infer, model, version, body))):
                 out[i] = result
         return out
 
     def score(self, vertical: str, lead_data: Row, *, version: str | None = None,
               quote_time: datetime | str | None = None) -> LeadScore:
-        """Score one lead of a lead-scoring vertical (auto, home, health, life)."""
-        check_vertical(vertical, "score")
-        return self._run(vertical, [lead_data], version, quote_time)[0]
+        """Score one lead with a lead-scoring model (auto, home, health, life: whatever the server serves)."""
+        return self._run(vertical, [lead_data], version, quote_time, SCORE)[0]
 
     def score_many(self, vertical: str, leads: Sequence[Row], *, version: str | None = None,
                    quote_time: datetime | str | None = None) -> list[LeadScore]:
         """Score many leads, in batches of ``batch_size`` rows per request; results in input order."""
-        check_vertical(vertical, "score")
-        return self._run(vertical, leads, version, quote_time)
+        return self._run(vertical, leads, version, quote_time, SCORE)
 
-    def triage(self, claim: Row, *, version: str | None = None) -> ClaimTriage:
-        """Triage one claim (the ``claims`` model)."""
-        return self._run(CLAIMS, [claim], version, None)[0]
+    def triage(self, claim: Row, *, version: str | None = None, model: str = CLAIMS) -> ClaimTriage:
+        """Triage one claim with a claims-triage model (``claims`` unless named)."""
+        return self._run(model, [claim], version, None, TRIAGE)[0]
 
-    def triage_many(self, claims: Sequence[Row], *, version: str | None = None) -> list[ClaimTriage]:
-        return self._run(CLAIMS, claims, version, None)
+    def triage_many(self, claims: Sequence[Row], *, version: str | None = None,
+                    model: str = CLAIMS) -> list[ClaimTriage]:
+        return self._run(model, claims, version, None, TRIAGE)
 
     def report_outcomes(self, model: str, outcomes) -> dict[str, Any]:
         """Send ground truth for earlier results: ``[(LeadScore | ClaimTriage, 1 or 0), ...]``
@@ -145,10 +153,10 @@ class InsuranceClient(_Base):
         return classify_json(model, r)
 
     def score_request(self, body: Mapping[str, Any], **kwargs: Any) -> LeadScore | ClaimTriage:
-        """The old REST call shape: ``{"vertical": "auto", "lead_data": {...}}`` (claims: triaged)."""
+        """The old REST call shape: ``{"vertical": "auto", "lead_data": {...}}`` (a claims-triage model: triaged)."""
         vertical, row = legacy(body)
-        if vertical == CLAIMS:
-            return self.triage(row, version=kwargs.get("version"))
+        if self._task(vertical, kwargs.get("version"), "") == TRIAGE:
+            return self.triage(row, version=kwargs.get("version"), model=vertical)
         return self.score(vertical, row, **kwargs)
 
 
@@ -177,11 +185,11 @@ class AsyncInsuranceClient(_Base):
     async def close(self) -> None:
         await self._t.close()
 
-    async def _call(self, model: str, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, send, *args: Any) -> dict[str, Any]:
         attempt = 0
         while True:
             try:
-                return await self._t.infer(model, version, body)
+                return await send(*args)
             except _Retryable as r:
                 if attempt >= self.retry.attempts:
                     raise r.error from None
@@ -189,8 +197,16 @@ class AsyncInsuranceClient(_Base):
                 attempt += 1
                 self.retries_made += 1
 
-    async def _run(self, model: str, rows: Sequence[Row], version: str | None, quote_time) -> list:
+    async def _task(self, model: str, version: str | None, wanted: str) -> str:
+        task = self._tasks.get(model)
+        if task is None:
+            task = self._tasks[model] = task_of(model, await self._call(self._t.model_metadata, model, version))
+        check_task(model, task, wanted)
+        return task
+
+    async def _run(self, model: str, rows: Sequence[Row], version: str | None, quote_time, wanted: str) -> list:
         rows = list(rows)
+        task = await self._task(model, version, wanted)
         qt = quote_time_param(quote_time)
         out: list = [None] * len(rows)
         gate = asyncio.Semaphore(self.concurrency)
@@ -198,10 +214,10 @@ class AsyncInsuranceClient(_Base):
 
         async def one(idx: list[int]) -> None:
             async with gate:
-                body = await self._call(model, version, v2_json([rows[i] for i in idx], qt,
-                                                                              request_id=uuid.uuid4().hex,
-                                                                              text_fields=text))
-            for i, result in zip(idx, self._decode(model, body)):
+                body = await self._call(self._t.infer, model, version,
+                                        v2_json([rows[i] for i in idx], qt, request_id=uuid.uuid4().hex,
+                                                text_fields=text))
+            for i, result in zip(idx, self._decode(model, task, body)):
                 out[i] = result
 
         await asyncio.gather(*(one(idx) for idx in _plan(self.protocol, rows, self.batch_size)))
@@ -209,24 +225,23 @@ class AsyncInsuranceClient(_Base):
 
     async def score(self, vertical: str, lead_data: Row, *, version: str | None = None,
                     quote_time: datetime | str | None = None) -> LeadScore:
-        check_vertical(vertical, "score")
-        return (await self._run(vertical, [lead_data], version, quote_time))[0]
+        return (await self._run(vertical, [lead_data], version, quote_time, SCORE))[0]
 
     async def score_many(self, vertical: str, leads: Sequence[Row], *, version: str | None = None,
                          quote_time: datetime | str | None = None) -> list[LeadScore]:
-        check_vertical(vertical, "score")
-        return await self._run(vertical, leads, version, quote_time)
+        return await self._run(vertical, leads, version, quote_time, SCORE)
 
-    async def triage(self, claim: Row, *, version: str | None = None) -> ClaimTriage:
-        return (await self._run(CLAIMS, [claim], version, None))[0]
+    async def triage(self, claim: Row, *, version: str | None = None, model: str = CLAIMS) -> ClaimTriage:
+        return (await self._run(model, [claim], version, None, TRIAGE))[0]
 
-    async def triage_many(self, claims: Sequence[Row], *, version: str | None = None) -> list[ClaimTriage]:
-        return await self._run(CLAIMS, claims, version, None)
+    async def triage_many(self, claims: Sequence[Row], *, version: str | None = None,
+                          model: str = CLAIMS) -> list[ClaimTriage]:
+        return await self._run(model, claims, version, None, TRIAGE)
 
     async def score_request(self, body: Mapping[str, Any], **kwargs: Any) -> LeadScore | ClaimTriage:
         vertical, row = legacy(body)
-        if vertical == CLAIMS:
-            return await self.triage(row, version=kwargs.get("version"))
+        if await self._task(vertical, kwargs.get("version"), "") == TRIAGE:
+            return await self.triage(row, version=kwargs.get("version"), model=vertical)
         return await self.score(vertical, row, **kwargs)
 
 

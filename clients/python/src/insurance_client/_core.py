@@ -9,8 +9,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
 
-CLAIMS = "claims"
-LEAD_VERTICALS = ("auto", "home", "health", "life")
+CLAIMS = "claims"  # the default model of triage(); any claims-triage model can be named
+SCORE, TRIAGE = "score", "triage"
+#: Outputs that make a model a lead-scoring or a claims-triage model (from its V2 metadata).
+TASK_OUTPUTS = {SCORE: ("score", "confidence", "price", "market_factors", "decision"),
+                TRIAGE: ("score", "anomaly_score", "settlement_estimate", "decision")}
 NOT_READY = re.compile(r"is not ready yet", re.I)
 INPUT_NAME = re.compile(r"^input '([^']+)'")
 
@@ -113,11 +116,23 @@ class _Retryable(Exception):
 
 
 # ------------------------------------------------------------------ requests
-def check_vertical(vertical: str, task: str) -> None:
-    if task == "triage" and vertical != CLAIMS:
-        raise ValueError(f"triage is for the {CLAIMS!r} model, not {vertical!r}")
-    if task == "score" and vertical == CLAIMS:
-        raise ValueError("claims are triaged, not scored: use triage()/triage_many()")
+def task_of(model: str, metadata: Mapping[str, Any]) -> str:
+    """SCORE or TRIAGE, from the outputs in a model's V2 metadata (GET /v2/models/<model>)."""
+    outputs = {o.get("name") for o in metadata.get("outputs") or ()}
+    for task, needed in TASK_OUTPUTS.items():
+        if outputs >= set(needed):
+            return task
+    raise ServerError(f"{model}: its outputs {sorted(map(str, outputs))} are neither a lead-scoring model's "
+                      f"({', '.join(TASK_OUTPUTS[SCORE])}) nor a claims-triage model's "
+                      f"({', '.join(TASK_OUTPUTS[TRIAGE])})")
+
+
+def check_task(model: str, task: str, wanted: str) -> None:
+    """ValueError when score() is called on a claims-triage model or triage() on a lead-scoring one."""
+    if task == TRIAGE and wanted == SCORE:
+        raise ValueError(f"{model} is a claims-triage model: claims are triaged, not scored: use triage()/triage_many()")
+    if task == SCORE and wanted == TRIAGE:
+        raise ValueError(f"{model} is a lead-scoring model: triage is for a claims-triage model; use score()/score_many()")
 
 
 def columns(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list], dict[str, str]]:

@@ -1,40 +1,49 @@
-"""V2 over gRPC (``inference.GRPCInferenceService``) with grpcio and MLServer's generated stubs.
+"""V2 over gRPC with grpcio and the client's own generated messages (insurance_client/v2).
 
-Imported only when a client is made with ``protocol="grpc"``. FP64 tensors cannot carry a null,
-so rows missing different numeric fields are sent as separate requests (see
-``_core.groups_without_null_numbers``) and the answers are put back in row order.
+Imported only when a client is made with ``protocol="grpc"`` (``pip install 'insurance-client[grpc]'``).
+The messages live in the proto package ``insurance_client.v2``, so they load beside MLServer's,
+tritonclient's or the KServe SDK's ``inference`` messages in one interpreter; the calls go to
+the protocol's service path. FP64 tensors cannot carry a null, so rows missing different numeric
+fields are sent as separate requests (``_core.groups_without_null_numbers``) and the answers are
+put back in row order.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Mapping
 
 import grpc
 
 from ._core import InsuranceError, InvalidRequest, ModelNotFound, NOT_READY, ServerError, Timeout, Unavailable, _Retryable
+from .v2 import grpc_predict_v2_pb2 as pb
+
+#: The Open Inference Protocol's gRPC service (what servers register, whatever our proto package).
+SERVICE = "/inference.GRPCInferenceService/"
 
 
-def _stubs():
-    """The generated V2 (KServe ``inference`` package) messages and stub.
+class _Stub:
+    """ModelMetadata and ModelInfer of the V2 service on a grpc or grpc.aio channel."""
 
-    MLServer's (``mlserver.grpc``) and tritonclient's (``tritonclient.grpc``) generated modules
-    describe the same protocol but cannot both be loaded into protobuf's default pool in one
-    process ("duplicate symbol 'inference.ServerLiveRequest'"): use whichever the process loaded
-    first, so the client works beside either library."""
-    if "tritonclient.grpc.service_pb2" in sys.modules:
-        from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pb_grpc
+    def __init__(self, channel: Any):
+        self.ModelMetadata = channel.unary_unary(SERVICE + "ModelMetadata",
+                                                 request_serializer=pb.ModelMetadataRequest.SerializeToString,
+                                                 response_deserializer=pb.ModelMetadataResponse.FromString)
+        self.ModelInfer = channel.unary_unary(SERVICE + "ModelInfer",
+                                              request_serializer=pb.ModelInferRequest.SerializeToString,
+                                              response_deserializer=pb.ModelInferResponse.FromString)
 
-        return pb, pb_grpc
-    try:
-        from mlserver.grpc import dataplane_pb2 as pb, dataplane_pb2_grpc as pb_grpc
-    except TypeError:  # the same descriptors are registered already under tritonclient's module names
-        from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pb_grpc
-    return pb, pb_grpc
+
+def metadata_request(model: str, version: str | None):
+    return pb.ModelMetadataRequest(name=model, version=version or "")
+
+
+def metadata_dict(resp) -> dict[str, Any]:
+    tensors = lambda ts: [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in ts]  # noqa: E731
+    return {"name": resp.name, "versions": list(resp.versions), "platform": resp.platform,
+            "inputs": tensors(resp.inputs), "outputs": tensors(resp.outputs)}
 
 
 def to_proto(model: str, version: str | None, body: dict[str, Any]):
-    pb, _ = _stubs()
     req = pb.ModelInferRequest(model_name=model, model_version=version or "", id=body.get("id", ""))
     for inp in body["inputs"]:
         t = req.inputs.add(name=inp["name"], datatype=inp["datatype"], shape=inp["shape"])
@@ -86,19 +95,22 @@ def _target(url: str) -> str:
 
 class GRPCTransport:
     def __init__(self, url: str, timeout: float, headers: Mapping[str, str] | None = None):
-        _, pb_grpc = _stubs()
         self.timeout = timeout
         self.metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
         self.channel = grpc.insecure_channel(_target(url))
-        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        self.stub = _Stub(self.channel)
 
-    def infer(self, model: str, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    def _unary(self, method: Any, model: str, request: Any) -> Any:
         try:
-            resp = self.stub.ModelInfer(to_proto(model, version, body), timeout=self.timeout,
-                                        metadata=self.metadata or None)
+            return method(request, timeout=self.timeout, metadata=self.metadata or None)
         except grpc.RpcError as e:
             raise classify(model, e, self.timeout) from None
-        return from_proto(resp)
+
+    def model_metadata(self, model: str, version: str | None) -> dict[str, Any]:
+        return metadata_dict(self._unary(self.stub.ModelMetadata, model, metadata_request(model, version)))
+
+    def infer(self, model: str, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        return from_proto(self._unary(self.stub.ModelInfer, model, to_proto(model, version, body)))
 
     def close(self) -> None:
         self.channel.close()
@@ -106,19 +118,22 @@ class GRPCTransport:
 
 class AsyncGRPCTransport:
     def __init__(self, url: str, timeout: float, headers: Mapping[str, str] | None = None):
-        _, pb_grpc = _stubs()
         self.timeout = timeout
         self.metadata = tuple((k.lower(), v) for k, v in (headers or {}).items())
         self.channel = grpc.aio.insecure_channel(_target(url))
-        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        self.stub = _Stub(self.channel)
 
-    async def infer(self, model: str, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    async def _unary(self, method: Any, model: str, request: Any) -> Any:
         try:
-            resp = await self.stub.ModelInfer(to_proto(model, version, body), timeout=self.timeout,
-                                              metadata=self.metadata or None)
+            return await method(request, timeout=self.timeout, metadata=self.metadata or None)
         except grpc.RpcError as e:
             raise classify(model, e, self.timeout) from None
-        return from_proto(resp)
+
+    async def model_metadata(self, model: str, version: str | None) -> dict[str, Any]:
+        return metadata_dict(await self._unary(self.stub.ModelMetadata, model, metadata_request(model, version)))
+
+    async def infer(self, model: str, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        return from_proto(await self._unary(self.stub.ModelInfer, model, to_proto(model, version, body)))
 
     async def close(self) -> None:
         await self.channel.close()

@@ -10,8 +10,12 @@ from ._core import (InsuranceError, InvalidRequest, ModelNotFound, NOT_READY, Se
                     _Retryable)
 
 
+def model_path(model: str, version: str | None) -> str:
+    return f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
+
+
 def infer_path(model: str, version: str | None) -> str:
-    return f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+    return model_path(model, version) + "/infer"
 
 
 def _message(r: httpx.Response) -> str:
@@ -77,12 +81,18 @@ class HTTPTransport:
         self.url, self.timeout = url.rstrip("/"), timeout
         self.client = client or httpx.Client(base_url=self.url, timeout=timeout, headers=dict(headers or {}))
 
-    def infer(self, model: str, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, model: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
         try:
-            r = self.client.post(infer_path(model, version), json=body)
+            r = self.client.request(method, path, json=body)
         except httpx.HTTPError as e:
             raise transport_error(model, e, self.timeout) from e
         return classify(model, r)
+
+    def model_metadata(self, model: str, version: str | None) -> dict[str, Any]:
+        return self._send(model, "GET", model_path(model, version))
+
+    def infer(self, model: str, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        return self._send(model, "POST", infer_path(model, version), body)
 
     def close(self) -> None:
         self.client.close()
@@ -94,12 +104,18 @@ class AsyncHTTPTransport:
         self.url, self.timeout = url.rstrip("/"), timeout
         self.client = client or httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=dict(headers or {}))
 
-    async def infer(self, model: str, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    async def _send(self, model: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
         try:
-            r = await self.client.post(infer_path(model, version), json=body)
+            r = await self.client.request(method, path, json=body)
         except httpx.HTTPError as e:
             raise transport_error(model, e, self.timeout) from e
         return classify(model, r)
+
+    async def model_metadata(self, model: str, version: str | None) -> dict[str, Any]:
+        return await self._send(model, "GET", model_path(model, version))
+
+    async def infer(self, model: str, version: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._send(model, "POST", infer_path(model, version), body)
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -88,6 +88,14 @@ ML_METRICS: tuple[Metric, ...] = (
         "ml_prediction_cache_lookups_total", "counter", MODEL_LABELS + ("result",),
         "Prediction cache lookups by result (hit, miss), when the cache is on (prediction_cache_ttl > 0).",
     ),
+    # the serving edge (runtime/patches.py, runtime/edge.py, runtime/fastpath.py; docs/security.md)
+    Metric("ml_fast_path_enabled", "gauge", (),
+           "1 when the runtime's request path is installed, 0 when every request takes MLServer's path."),
+    Metric("ml_fast_path_fallbacks_total", "counter", MODEL_LABELS,
+           "Requests handed to MLServer's path after an unexpected error in the runtime's."),
+    Metric("ml_edge_refusals_total", "counter", ("reason",),
+           "REST requests refused at the edge: body_too_large, url_too_long, header_count, header_bytes, "
+           "header_timeout, bad_encoding."),
 )
 
 #: MLServer 1.7.1's built-in metrics that the dashboards/alerts use. Note the label names:

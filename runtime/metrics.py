@@ -106,6 +106,14 @@ class Families:
                                  "request path (runtime/fastpath.py)", m, registry=r)
         self.cache_lookups = Counter("ml_prediction_cache_lookups", "Prediction cache lookups by result (hit, "
                                      "miss)", m + ("result",), registry=r)
+        # the serving edge (runtime/patches.py, runtime/edge.py, runtime/fastpath.py)
+        self.fast_path_enabled = Gauge("ml_fast_path_enabled", "1 when the runtime's request path is installed, "
+                                       "0 when every request takes MLServer's path", (), registry=r,
+                                       multiprocess_mode="max")
+        self.fast_path_fallbacks = Counter("ml_fast_path_fallbacks", "Requests handed to MLServer's path after an "
+                                           "unexpected error in the runtime's", m, registry=r)
+        self.edge_refusals = Counter("ml_edge_refusals", "REST requests refused at the edge by reason "
+                                     "(runtime/edge.py)", ("reason",), registry=r)
 
 
 _families: Optional[Families] = None

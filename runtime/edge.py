@@ -353,14 +353,13 @@ def _run_app_hooks(app: Any) -> None:
             logger.warning("edge: %s not installed (%s: %s)", getattr(hook, "__name__", hook), type(e).__name__, e)
 
 
-_settings = EdgeSettings()
+_settings = EdgeSettings.model_construct()  # the defaults until install() has read the environment
 
 
 def install(settings: Optional[EdgeSettings] = None) -> None:
     """Wrap uvicorn's HTTP protocols (httptools and h11: whichever MLServer's uvicorn picks)."""
     global _settings
-    if settings is not None:
-        _settings = settings
+    _settings = settings if settings is not None else EdgeSettings()
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     _patch_protocol(H11Protocol)

@@ -60,6 +60,7 @@ def _status_codes() -> None:
     utils.STATUS_CODE_MAPPING.setdefault(401, grpc.StatusCode.UNAUTHENTICATED)
     utils.STATUS_CODE_MAPPING.setdefault(403, grpc.StatusCode.PERMISSION_DENIED)
     utils.STATUS_CODE_MAPPING.setdefault(413, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    utils.STATUS_CODE_MAPPING.setdefault(503, grpc.StatusCode.UNAVAILABLE)
 
 
 def _request_converter() -> None:
@@ -245,19 +246,20 @@ def describe(errors) -> str:
 
 
 def clean_shutdown() -> None:
-    """MLServer.stop() closes the parallel workers' pool first, while the REST and gRPC servers still take
-    requests (each answered 500), and InferencePool._close_workers iterates its worker dict while the
-    workers' exit callbacks shrink it ("dictionary changed size during iteration"), which aborted stop()
-    before the servers were stopped: the process kept running. Now: readiness drops, the servers stop
-    taking requests and finish those in flight, then the pool and the rest close, each step guarded."""
+    """MLServer.stop() closes the parallel workers' pool first, while the gRPC server (and, until uvicorn's
+    own SIGTERM handling has closed it, the REST server) still take requests: each answered 500. Its
+    InferencePool._close_workers iterates the worker dict while the workers' exit callbacks shrink it
+    ("dictionary changed size during iteration"), and once the servers have returned asyncio.run cancels
+    a half-done pool close whose reader thread then blocks the exit: the process kept running. Now:
+    readiness drops and new inferences get 503 (gRPC UNAVAILABLE); the REST listener closes and its
+    connections close after their answer; once no inference is in flight the pool closes; then the
+    gRPC server (MLServer's 5 s grace), the REST and the metrics servers stop. Each step is guarded."""
     import asyncio
-    import logging
 
     from mlserver.handlers.dataplane import DataPlane
     from mlserver.parallel.pool import InferencePool
     from mlserver.server import MLServer
 
-    log = logging.getLogger("mlserver.insurance")
     if getattr(MLServer.stop, "_insurance_ordered", False):
         return
 
@@ -266,14 +268,15 @@ def clean_shutdown() -> None:
             return
         self._insurance_stopping = True
         _STOPPING[0] = True
-        steps = [("gRPC server", self._grpc_server.stop(sig) if self._grpc_server else None),
-                 ("REST server", _stop_rest(self._rest_server, sig) if self._rest_server else None)]
-        await _guarded(log, steps)
-        later = [("inference pool", self._inference_pool_registry.close() if self._inference_pool_registry else None),
-                 ("Kafka server", self._kafka_server.stop() if self._kafka_server else None),
-                 ("metrics server", self._metrics_server.stop(sig) if self._metrics_server else None)]
-        for name, step in later:
-            await _guarded(log, [(name, step)])
+        rest, grpc_server = self._rest_server, self._grpc_server
+        await _guarded([("REST requests in flight", _drain_rest(rest) if rest else None),
+                        ("inferences in flight", _no_inference_in_flight())])
+        await _guarded([("inference pool", self._inference_pool_registry.close()
+                         if self._inference_pool_registry else None)])
+        await _guarded([("Kafka server", self._kafka_server.stop() if self._kafka_server else None)])
+        await _guarded([("gRPC server", grpc_server.stop(sig) if grpc_server else None),
+                        ("REST server", rest.stop(sig) if rest else None)])
+        await _guarded([("metrics server", self._metrics_server.stop(sig) if self._metrics_server else None)])
 
     async def _close_workers(self):
         for pid, worker in list(self._workers.items()):
@@ -284,40 +287,79 @@ def clean_shutdown() -> None:
             await asyncio.gather(*[callback(worker) for callback in self._on_worker_stop])
         self._workers.clear()
 
-    ready = DataPlane.ready
+    ready, infer = DataPlane.ready, DataPlane.infer
 
     async def ready_unless_stopping(self):
         return False if _STOPPING[0] else await ready(self)
+
+    async def infer_unless_stopping(self, *args, **kwargs):
+        if _STOPPING[0]:
+            raise ServerStopping()
+        _IN_FLIGHT[0] += 1
+        try:
+            return await infer(self, *args, **kwargs)
+        finally:
+            _IN_FLIGHT[0] -= 1
 
     stop._insurance_ordered = True
     MLServer.stop = stop
     InferencePool._close_workers = _close_workers
     DataPlane.ready = ready_unless_stopping
+    DataPlane.infer = infer_unless_stopping
+
+
+class ServerStopping(MLServerError):
+    """503 (gRPC UNAVAILABLE): the server is shutting down; retry on another replica."""
+
+    def __init__(self):
+        super().__init__("the server is shutting down; retry on another replica", status_code=503)
+
+
+_IN_FLIGHT = [0]
+
+
+async def _no_inference_in_flight() -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DRAIN_SECONDS
+    while _IN_FLIGHT[0] > 0 and loop.time() < deadline:
+        await asyncio.sleep(0.02)
 
 
 _STOPPING = [False]
+#: Longest wait for REST requests in flight at shutdown (Kubernetes' default grace period is 30 s).
+DRAIN_SECONDS = 20.0
 
 
-async def _guarded(log, steps) -> None:
+async def _guarded(steps) -> None:
     import asyncio
+    import logging
 
     steps = [(name, step) for name, step in steps if step is not None]
     results = await asyncio.gather(*(step for _, step in steps), return_exceptions=True)
     for (name, _), result in zip(steps, results):
         if isinstance(result, BaseException):
-            log.warning("shutdown: stopping the %s failed (%s: %s); going on", name, type(result).__name__, result)
+            logging.getLogger("mlserver.insurance").warning("shutdown: %s failed (%s: %s); going on", name,
+                                                           type(result).__name__, result)
 
 
-async def _stop_rest(rest, sig) -> None:
-    """uvicorn's handle_exit only asks the server to stop: wait until it has closed its listener and
-    finished the requests in flight (its own graceful shutdown)."""
+async def _drain_rest(rest) -> None:
+    """What uvicorn's own shutdown does first, while its serve() keeps running: close the listener, let
+    each connection close after its current answer, wait until none is left (bounded)."""
     import asyncio
 
-    await rest.stop(sig)
     server = getattr(rest, "_server", None)
-    for _ in range(600):  # uvicorn waits for in-flight requests; bounded here at 30 s
-        state = getattr(server, "server_state", None)
-        if server is None or (not getattr(server, "started", True)) or state is None or \
-                (not state.tasks and not state.connections):
+    state = getattr(server, "server_state", None)
+    if server is None or state is None:
+        return
+    for listener in getattr(server, "servers", ()):
+        listener.close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DRAIN_SECONDS
+    while loop.time() < deadline:
+        for connection in list(state.connections):
+            connection.shutdown()
+        if not state.tasks and not state.connections:
             return
         await asyncio.sleep(0.05)

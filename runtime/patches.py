@@ -38,11 +38,14 @@ def _apply(name: str, patch: Callable[[], None]) -> None:
 
 def install() -> None:
     global _installed
+    from . import edge, hardening, loading
+    from .settings import EdgeSettings
+
     with _lock:
         if _installed:
             return
+        limits = EdgeSettings()  # a malformed INSURANCE_* limit fails the start (closed), never drops the limit
         _installed = True
-    from . import edge, hardening, loading
 
     # gRPC: mlserver.grpc.utils maps only 400/404/422/500 to status codes; 401/403/413 became UNKNOWN.
     _apply("grpc-status-codes", hardening._status_codes)
@@ -63,7 +66,7 @@ def install() -> None:
     # uvicorn/MLServer: no limit on request heads, URLs or (gzip-decoded) bodies; FastAPI's 422/405
     # {"detail"} answers instead of the protocol's {"error"}: runtime/edge.py, on every connection.
     edge.on_app(hardening.oip_errors)
-    _apply("rest-edge-limits", edge.install)
+    _apply("rest-edge-limits", lambda: edge.install(limits))
     _fast_path()
 
 

@@ -129,6 +129,16 @@ ML_METRICS: tuple[Metric, ...] = (
         "Inference requests refused for a missing or invalid credential, by reason (runtime/auth.py REASONS).",
         key="auth_failures",
     ),
+    # the serving edge (runtime/patches.py, runtime/edge.py, runtime/fastpath.py; docs/security.md)
+    Metric("ml_fast_path_enabled", "gauge", (),
+           "1 when the runtime's request path is installed, 0 when every request takes MLServer's path.",
+           key="fast_path_enabled", multiprocess_mode="max"),
+    Metric("ml_fast_path_fallbacks_total", "counter", MODEL_LABELS,
+           "Requests handed to MLServer's path after an unexpected error in the runtime's.",
+           key="fast_path_fallbacks"),
+    Metric("ml_edge_refusals_total", "counter", ("reason",),
+           "REST requests refused at the edge: body_too_large, url_too_long, header_count, header_bytes, "
+           "header_timeout, bad_encoding.", key="edge_refusals"),
 )
 
 #: MLServer 1.7.1's built-in metrics that the dashboards/alerts use. Note the label names:

@@ -12,14 +12,16 @@ from mlserver.utils import get_model_uri
 from predictors import BundleError, InputError, load_config, load_predictor
 from predictors.signing import load_public_keys, verify_bundle
 
-from . import codec, fastpath, hardening, limits, loading, metrics
+from . import codec, limits, loading, metrics, patches
 from . import outcomes as outcomes_api
 from .auth import Authenticator
 from .settings import RuntimeSettings
 
-hardening.install()  # MLServer 1.7.1 gRPC fixes (401 -> UNAUTHENTICATED, malformed raw contents -> 400, ...)
-loading.install()  # parallel workers report a bundle that failed to load as not ready
-fastpath.install()  # the runtime's own V2 infer path (REST, gRPC) for its models: runtime/fastpath.py
+patches.install()  # every MLServer/uvicorn patch and the runtime's request path, from one place: runtime/patches.py
+
+
+def _semver(version: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else -1 for p in str(version).split("-")[0].split(".")), str(version)
 
 
 class InvalidInput(MLServerError):
@@ -47,7 +49,14 @@ class InsuranceModel(MLModel):
             return loading.failed(self, e)
 
     async def metadata(self) -> MetadataModelResponse:
-        return loading.metadata(self, await super().metadata())
+        meta = loading.metadata(self, await super().metadata())
+        # OIP model metadata: MLServer answers `versions: []` and `platform: ""` unless model-settings set them.
+        predictor = getattr(self, "predictor", None)
+        if not meta.platform and predictor is not None:
+            meta.platform = predictor.manifest.get("framework", "")
+        if not meta.versions:
+            meta.versions = sorted(metrics.active(self.name), key=_semver)
+        return meta
 
     async def _load(self) -> bool:
         extra = (self._settings.parameters.extra if self._settings.parameters else None) or {}

@@ -14,6 +14,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+#: Largest request body (REST, after decoding Content-Encoding), as MLServer's gRPC message limit.
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+
 class RuntimeSettings(BaseSettings):
     # hide_input_in_errors: a validation error must not echo api_keys (or any other input) into a log.
     model_config = SettingsConfigDict(env_prefix="INSURANCE_", extra="forbid", hide_input_in_errors=True)
@@ -69,10 +73,10 @@ class RuntimeSettings(BaseSettings):
     #: Longest BYTES element (a categorical or text value) of a request, in bytes; longer gets a 400
     #: naming the input and row. Bounds the work per request together with max_batch_rows.
     max_string_bytes: int = Field(16_384, ge=1)
-    #: Largest REST inference body, in bytes (as MLServer's gRPC message limit, 4 MiB by default): a larger
-    #: one gets a 413 naming the limit before it is read. Applies where the runtime's request path answers
-    #: (`fast_path`); MLServer's own routes have no limit (docs/security.md).
-    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1)
+    #: Largest REST inference body of this model, in bytes, on the runtime's request path (`fast_path`): a
+    #: larger one gets a 413 naming the limit. Every POST route of the server is also bounded by the server-wide
+    #: EdgeSettings.max_request_bytes (same variable, INSURANCE_MAX_REQUEST_BYTES), decoded size included.
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1)
     #: PEM file with Ed25519 public key(s): when set, a bundle loads only if its manifest.sig is a valid
     #: signature of its manifest.json by one of them (`python -m predictors.signing`).
     bundle_public_key_file: Optional[Path] = None
@@ -122,3 +126,23 @@ class RuntimeSettings(BaseSettings):
             raise ValueError(f"jwt_algorithms {bad or '[]'}: only asymmetric algorithms are accepted "
                              f"({', '.join(ASYMMETRIC_ALGORITHMS)})")
         return self
+
+
+class EdgeSettings(BaseSettings):
+    """Server-wide limits of the serving edge (runtime/edge.py), applied before any model is known:
+    read once at start-up from INSURANCE_* variables (not per model). docs/security.md."""
+
+    model_config = SettingsConfigDict(env_prefix="INSURANCE_", extra="ignore", hide_input_in_errors=True)
+
+    #: Largest REST body on every POST route, in bytes, counted as received and again after decoding
+    #: `Content-Encoding: gzip` (decoded as it arrives, never past the limit): 413 naming this setting.
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1)
+    #: Most header lines of one HTTP request; more gets a 431 before any header is parsed.
+    max_header_count: int = Field(100, ge=1)
+    #: Most bytes of the header lines of one HTTP request (request line excluded); more gets a 431.
+    max_header_bytes: int = Field(64 * 1024, ge=256)
+    #: Longest request target (path and query), in bytes; longer gets a 414.
+    max_url_bytes: int = Field(8 * 1024, ge=64)
+    #: Seconds a client may take from connecting (or from the end of its previous request) to the end of
+    #: its request headers; slower connections are answered 408 and closed (slow-header floods).
+    header_timeout_seconds: float = Field(10.0, gt=0.0)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ab, rollout
-from .repository import BUMPS, REPOSITORY_ENV, RepositoryError, find_bundle, list_bundles, resolve, semver_key
+from .repository import BUMPS, REPOSITORY_ENV, RepositoryError, find_bundle, list_bundles, resolve
 from .validate import DEFAULT_LATENCY_BUDGET_MS, DEFAULT_LATENCY_CALLS, DEFAULT_TOLERANCE
 
 PROG = "insurance"
@@ -247,9 +247,6 @@ def cmd_upload(args) -> int:
     if retired:
         lines.append(f"retired {', '.join(retired)} (moved to {repo}/.retired/)")
     lines.append(f"/v2/models/{name}/infer -> {routed}")
-    if routed != max(left, key=semver_key):
-        lines.append(f"warning: MLServer 1.7.1 orders versions as strings, so the unversioned path goes to {routed}, "
-                     f"not {max(left, key=semver_key)}; use versioned paths or --replace")
     _out(args, "\n".join(lines), {"uploaded": True, "served_versions": left, "default_version": routed,
                                  "retired": retired, **reg.to_dict()})
     return 0

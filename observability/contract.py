@@ -88,6 +88,21 @@ ML_METRICS: tuple[Metric, ...] = (
         "ml_prediction_cache_lookups_total", "counter", MODEL_LABELS + ("result",),
         "Prediction cache lookups by result (hit, miss), when the cache is on (prediction_cache_ttl > 0).",
     ),
+    Metric(
+        "ml_outcome_store_evictions_total", "counter", MODEL_LABELS,
+        "Scored rows dropped from a version's outcome store to stay within outcomes_capacity (outcomes for them "
+        "come back unknown).",
+    ),
+    Metric(
+        "ml_auth_failures_total", "counter", ("model_name", "reason"),
+        "Requests refused for a missing or invalid credential (401) or a missing role (403, reason forbidden); "
+        "model_name _repository for the repository API, _edge for duplicated credential headers.",
+    ),
+    Metric(
+        "ml_rate_limited_total", "counter", ("model_name", "reason"),
+        "Requests refused with 429 by a credential's rate limit; reason: the limit that applied (key, role, "
+        "default).",
+    ),
 )
 
 #: MLServer 1.7.1's built-in metrics that the dashboards/alerts use. Note the label names:

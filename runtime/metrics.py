@@ -106,6 +106,12 @@ class Families:
                                  "request path (runtime/fastpath.py)", m, registry=r)
         self.cache_lookups = Counter("ml_prediction_cache_lookups", "Prediction cache lookups by result (hit, "
                                      "miss)", m + ("result",), registry=r)
+        self.auth_failures = Counter("ml_auth_failures", "Requests refused for a missing or invalid credential or "
+                                     "a missing role", ("model_name", "reason"), registry=r)
+        self.rate_limited = Counter("ml_rate_limited", "Requests refused by a credential's rate limit, by the "
+                                    "limit that applied", ("model_name", "reason"), registry=r)
+        self.outcome_evictions = Counter("ml_outcome_store_evictions", "Scored rows dropped from a version's "
+                                         "outcome store to stay within outcomes_capacity", m, registry=r)
 
 
 _families: Optional[Families] = None
@@ -162,9 +168,13 @@ def prediction_log(path: Optional[str], capacity: int) -> PredictionLog:
     log = _logs.get(path)
     if log is None:
         log = _logs[path] = open_prediction_log(path, capacity)
-    else:
-        log.capacity = max(log.capacity, capacity)
+        log.on_evict = _evicted
     return log
+
+
+def _evicted(model_name: str, version: str, rows: int) -> None:
+    if (model_name, version) in _active:  # label values only from loaded versions
+        families().outcome_evictions.labels(model_name, version).inc(rows)
 
 
 # ---- per loaded model --------------------------------------------------------------------------
@@ -258,6 +268,7 @@ class ModelMonitoring:
         if options.outcomes_capacity > 0:
             try:
                 self.log = prediction_log(options.outcomes_db, options.outcomes_capacity)
+                self.log.set_capacity(name, version, options.outcomes_capacity)  # each version its own bound
             except Exception as e:  # monitoring never keeps a model from serving
                 logger.error("model %s %s: outcome store unavailable, live performance is off: %s", name, version, e)
         if self.log is not None:
@@ -274,8 +285,9 @@ class ModelMonitoring:
     def scoring(self) -> Scoring:
         return Scoring(self)
 
-    def observe(self, request_id: Optional[str], prediction: Any) -> None:
-        """A successful predict(): rows, scores, decisions, prices, drift window, outcome store."""
+    def observe(self, request_id: Optional[str], prediction: Any, owner: str = "") -> None:
+        """A successful predict(): rows, scores, decisions, prices, drift window, outcome store
+        (under `owner`: runtime/auth.py's Principal.owner, "" with authentication off)."""
         try:
             out = prediction.outputs
             batch = prediction.batch
@@ -292,7 +304,7 @@ class ModelMonitoring:
                     self._decision(value).inc(count)
             self.drift.update(batch)
             if self.log is not None:
-                self.log.record(self.name, self.version, request_id, scores)
+                self.log.record(self.name, self.version, request_id, scores, owner)
             self._dirty = True
             self._schedule()
         except Exception:  # never fail a scored request for its metrics

@@ -14,6 +14,7 @@ first, which can only hand a long-idle credential a fresh burst.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -126,8 +127,15 @@ async def rest_error(request: Any, exc: MLServerError) -> Any:
     """mlserver.rest.errors.handle_mlserver_error, plus the error's own headers (Retry-After)."""
     from mlserver.rest.responses import Response
 
-    return Response(status_code=exc.status_code, content={"error": str(exc)},
-                    headers=dict(getattr(exc, "headers", None) or ()))
+    headers = dict(getattr(exc, "headers", None) or ())
+    if exc.status_code == HTTP_TOO_MANY_REQUESTS and not headers:
+        # from a parallel worker: MLServer re-raises a WorkerError with the message and status only
+        found = _RETRY.search(str(exc))
+        headers = {"retry-after": found.group(1)} if found else {}
+    return Response(status_code=exc.status_code, content={"error": str(exc)}, headers=headers)
+
+
+_RETRY = re.compile(r"retry after (\d+) s")
 
 
 async def _handler_trampoline(request, exc):  # runs with MLServer's module globals: builtins only

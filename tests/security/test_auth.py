@@ -37,7 +37,7 @@ ADMIN_KEY = "sk-live-SENTINEL-admin-00000000001"
 FEED_KEY = "sk-live-SENTINEL-feed-000000000001"  # outcomes only, tenant acme
 APP_KEY = "sk-live-SENTINEL-app-0000000000001"  # inference, tenant acme
 LIMITED = ["sk-live-SENTINEL-limited-000000001", "sk-live-SENTINEL-limited-000000002",
-           "sk-live-SENTINEL-limited-000000003"]
+           "sk-live-SENTINEL-limited-000000003", "sk-live-SENTINEL-limited-000000004"]
 ROLE_LINES = (f"{ADMIN_KEY} admin\n{FEED_KEY} outcomes tenant=acme\n{APP_KEY} inference tenant=acme\n"
               + "".join(f"{k} rate=0.1/2\n" for k in LIMITED))
 SEMVERS = ("1.9.0", "1.10.0")  # string order would route to 1.9.0
@@ -410,6 +410,37 @@ def test_cli_load_and_unload_take_an_admin_credential(secured, credentials, tmp_
     assert ADMIN_KEY not in refused.stderr + ok.stdout + ok.stderr
 
 
+# ---- parallel workers: roles, rate limits and the guard hold across the worker boundary ----------
+
+@pytest.fixture(scope="module")
+def parallel_secured(secured, tmp_path_factory, credentials):
+    """`secured` first: the keys file holds the role lines while this server runs."""
+    tmp = tmp_path_factory.mktemp("parallel-secured")
+    repo = copy_repository(tmp / "repository", ["claims"])
+    srv = start_server(repo, tmp, ["/v2/models/claims/ready"], extra_settings={"parallel_workers": 1},
+                       env=credentials.env())
+    yield srv
+    stop_server(srv)
+
+
+def test_parallel_workers_enforce_roles_rate_limits_and_the_repository_guard(parallel_secured, credentials):
+    http = Http(parallel_secured.http_port)
+    body = request_json("claims")
+    assert http.post("/v2/models/claims/infer", body, {"X-API-Key": credentials.keys[0]}).status == 200
+    a = http.post("/v2/models/claims/infer", body, {"X-API-Key": ADMIN_KEY})  # refused in the worker
+    assert a.status == 403 and "'inference' role" in a.json()["error"], a.body
+    assert http.post("/v2/repository/index", {}).status == 401
+    assert http.post("/v2/repository/index", {}, {"X-API-Key": credentials.keys[0]}).status == 403
+    assert http.post("/v2/repository/index", {}, {"X-API-Key": ADMIN_KEY}).status == 200
+    key = {"X-API-Key": "sk-live-SENTINEL-limited-000000004"}
+    statuses = [http.post("/v2/models/claims/infer", body, key) for _ in range(3)]
+    assert [a.status for a in statuses] == [200, 200, 429], [a.body for a in statuses]
+    assert int(statuses[2].headers["retry-after"]) >= 1 and "rate limit" in statuses[2].json()["error"]
+    a = http.post("/v2/models/claims/outcomes", {"outcomes": [{"id": "x", "row": 0, "outcome": 1}]},
+                  {"X-API-Key": credentials.keys[0]})
+    assert a.status == 403, a.body
+
+
 # ---- with authentication off nothing changes ----------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -430,6 +461,50 @@ def test_with_authentication_off_nothing_changes(open_server):
                           [("X-API-Key", "a"), ("X-API-Key", "b")])
     assert status == 200, "headers are not looked at with authentication off"
     assert "ml_auth_failures_total{" not in _metrics(open_server)
+
+
+# ---- HTTP request smuggling: refused before routing (held up in the review; kept with a test) ------
+
+SMUGGLED = b"POST /v2/repository/models/auto/unload HTTP/1.1\r\nHost: x\r\nX-API-Key: %s\r\nContent-Length: 0\r\n\r\n"
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+@pytest.mark.parametrize("name, head", [
+    ("conflicting Content-Length", b"Content-Length: 4\r\nContent-Length: 120\r\n"),
+    ("Transfer-Encoding and Content-Length", b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n"),
+    ("obfuscated Transfer-Encoding", b"Transfer-Encoding : chunked\r\n"),
+    ("Transfer-Encoding not chunked", b"Transfer-Encoding: xchunked\r\n"),
+    ("NUL in a header", b"X-Note: a\x00b\r\nContent-Length: 4\r\n"),
+])
+def test_http_smuggling_attempts_are_400(secured, name, head):
+    smuggled = SMUGGLED % ADMIN_KEY.encode()
+    data = (b"POST /v2/models/auto/infer HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n0\r\n\r\n" + smuggled)
+    answer = _raw(secured.http_port, data)
+    assert answer.startswith(b"HTTP/1.1 400"), (name, answer[:200])
+    assert answer.count(b"HTTP/1.1 ") == 1, f"{name}: a second, smuggled request was answered"
+    assert Http(secured.http_port).get("/v2/models/auto/ready").status == 200
+
+
+def test_bare_lf_request_line_is_400(secured):
+    answer = _raw(secured.http_port, b"POST /v2/models/auto/infer HTTP/1.1\nHost: x\nContent-Length: 2\n\n{}")
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
 
 
 def test_no_credential_in_logs_metrics_or_answers(secured, credentials):

@@ -501,3 +501,33 @@ def test_load_error_hides_key_file_paths_and_contents(tmp_path, caplog):
         assert "load_error" in shown and "could not be read" in shown
         assert "secret-mount" not in shown and "SECRETBYTES" not in shown and str(tmp_path) not in shown
         assert "secret-mount-XYZ" in caplog.text, "the details are in the log"
+
+
+# ---- what held up in the review, kept with tests (issue 12) ----------------------------------------
+
+def test_api_keys_are_exact_and_case_sensitive():
+    a = Authenticator(_options(api_keys="Sk-Live-Key-0001"))
+    assert _authenticate(a, x_api_key="Sk-Live-Key-0001")
+    for near in ("sk-live-key-0001", "SK-LIVE-KEY-0001", "Sk-Live-Key-000", "Sk-Live-Key-00011", "Sk-Live-Key-0001\x00",
+                 "Sk-Live-Key-0001 x", "Sk-Live"):
+        assert _reason(a, x_api_key=near) == "invalid_api_key", near
+
+
+def test_jwt_not_before_is_enforced_with_the_leeway(jwt_auth, credentials):
+    now = int(time.time())
+    assert _reason(jwt_auth, authorization=f"Bearer {credentials.token(nbf=now + 600)}") == "invalid_token"
+    assert _authenticate(jwt_auth, authorization=f"Bearer {credentials.token(nbf=now + 10)}"), "within 30 s leeway"
+
+
+def test_jwt_header_keys_jku_and_embedded_jwk_are_never_used(jwt_auth, credentials):
+    """A token carrying its own key (an embedded `jwk`, or a `jku` URL) and signed by that key is refused:
+    only the configured keys verify."""
+    import jwt as pyjwt
+
+    attacker = credentials.other_key
+    public = jwks_of(attacker.public_key(), "k1")["keys"][0]
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": now + 300}
+    for extra in ({"jwk": public}, {"jku": "http://127.0.0.1:9/jwks.json"}, {"x5u": "http://127.0.0.1:9/cert.pem"}):
+        token = pyjwt.encode(claims, attacker, algorithm="RS256", headers={"kid": "k1", **extra})
+        assert _reason(jwt_auth, authorization=f"Bearer {token}") == "invalid_token", extra

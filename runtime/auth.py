@@ -490,10 +490,19 @@ _WHAT = {INFERENCE: "inference", OUTCOMES: "posting outcomes", ADMIN: "the model
 _model_auths: dict[tuple, "Authenticator"] = {}
 _env_auth: list = []
 _edge_lock = threading.Lock()
+_CREDENTIAL_BYTES = (b"x-api-key", b"authorization")
 
 
 def _edge_authenticators() -> list["Authenticator"]:
     return [a for a in (*_env_auth, *_model_auths.values()) if a.enabled]
+
+
+_edge_on = False  # any authenticator enabled: kept current by install/register/unregister (read per request)
+
+
+def _refresh_edge() -> None:
+    global _edge_on
+    _edge_on = bool(_edge_authenticators())
 
 
 def server_options() -> Any:
@@ -582,17 +591,20 @@ class EdgeRoute:
     path = "/v2/repository"  # starlette_exporter's path label of a refused request
     name = "insurance-edge"
 
-    def matches(self, scope: dict) -> tuple:
+    def __init__(self):
         from starlette.routing import Match
 
+        self._none, self._full = (Match.NONE, {}), Match.FULL
+
+    def matches(self, scope: dict) -> tuple:
         if scope.get("type") != "http":
-            return Match.NONE, {}
+            return self._none
         error = scope.get("insurance_edge_error", False)
         if error is False:
             error = scope["insurance_edge_error"] = self._decide(scope)
         if error is None:
-            return Match.NONE, {}
-        return Match.FULL, {"endpoint": self.handle}
+            return self._none
+        return self._full, {"endpoint": self.handle}
 
     @staticmethod
     def _decide(scope: dict) -> Optional[MLServerError]:
@@ -601,9 +613,13 @@ class EdgeRoute:
         if root and path.startswith(root):
             path = path[len(root):]
         try:
-            if _edge_authenticators() and duplicated(k.decode("latin-1").lower() for k, _ in scope.get("headers") or ()
-                                                     if len(k) in (9, 13)):
-                return duplicate_error(count=False)
+            if _edge_on:
+                seen = 0
+                for k, _ in scope.get("headers") or ():
+                    if len(k) in (9, 13) and k.lower() in _CREDENTIAL_BYTES:
+                        seen += 1
+                if seen > 1 and duplicated(k.decode("latin-1").lower() for k, _ in scope["headers"]):
+                    return duplicate_error(count=False)
             if _is_docs(path):
                 return NotServed(path)
             if path.startswith("/v2/repository/") or path == "/v2/repository":
@@ -658,6 +674,7 @@ def register_model(model: Any) -> None:
             return
     with _edge_lock:
         _model_auths[(model.name, model.version)] = auth
+        _refresh_edge()
 
 
 def unregister_model(model: Any) -> None:
@@ -671,6 +688,7 @@ def unregister_model(model: Any) -> None:
         others = [a for k, a in _model_auths.items() if k != key and a.enabled] + [a for a in _env_auth if a.enabled]
         if others or not auth.enabled:
             del _model_auths[key]
+        _refresh_edge()
 
 
 _edge_installed = False
@@ -688,6 +706,7 @@ def install() -> None:
         env = Authenticator(options)
         env.openapi = bool(options.openapi)
         _env_auth.append(env)
+        _refresh_edge()
     except Exception as e:
         logger.error("authentication settings of the environment are invalid (%s): the repository API takes the "
                      "loaded models' credentials only", type(e).__name__)

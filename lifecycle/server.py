@@ -94,8 +94,9 @@ def _error_text(r: httpx.Response) -> str:
 
 
 def default_version(versions: list[str]) -> str | None:
-    """The version MLServer 1.7.1 routes the unversioned path to (string comparison)."""
-    return max(versions) if versions else None
+    """The version the unversioned path goes to: the newest in semver order (the runtime replaces
+    MLServer 1.7.1's string order, runtime/versions.py)."""
+    return max(versions, key=semver_key) if versions else None
 
 
 def retire(repository: Path, vertical: str, version: str) -> Path:

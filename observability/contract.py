@@ -126,8 +126,21 @@ ML_METRICS: tuple[Metric, ...] = (
     ),
     Metric(
         "ml_auth_failures_total", "counter", ("model_name", "reason"),
-        "Inference requests refused for a missing or invalid credential, by reason (runtime/auth.py REASONS).",
+        "Requests refused for a missing or invalid credential (401) or a missing role (403, reason forbidden); "
+        "model_name _repository for the repository API, _edge for duplicated credential headers.",
         key="auth_failures",
+    ),
+    Metric(
+        "ml_rate_limited_total", "counter", ("model_name", "reason"),
+        "Requests refused with 429 by a credential's rate limit; reason: the limit that applied (key, role, "
+        "default).",
+        key="rate_limited",
+    ),
+    Metric(
+        "ml_outcome_store_evictions_total", "counter", MODEL_LABELS,
+        "Scored rows dropped from a version's outcome store to stay within outcomes_capacity (outcomes for them "
+        "come back unknown).",
+        key="outcome_evictions",
     ),
     # the serving edge (runtime/patches.py, runtime/edge.py, runtime/fastpath.py; docs/security.md)
     Metric("ml_fast_path_enabled", "gauge", (),

@@ -18,12 +18,13 @@ from mlserver.cloudevents import CloudEventsMiddleware, CloudEventsTypes
 from mlserver.context import model_context
 from mlserver.errors import MLServerError
 from mlserver.grpc import dataplane_pb2 as pb
-from mlserver.grpc.utils import to_headers, to_metadata
+from mlserver.grpc.utils import to_metadata
 from mlserver.raw import unpack
 from mlserver.types import Datatype
 from mlserver.utils import generate_uuid
 from starlette.routing import BaseRoute, Match, NoMatchFound
 
+from .auth import grpc_headers
 from .codec import as_list
 from .hardening import MALFORMED, InvalidRequest, malformed
 
@@ -296,9 +297,9 @@ class RestInfer(BaseRoute):
         model.monitoring.fast_path_served()
         try:
             ce, n, outputs, names = infer(self.data_plane, model, name, version, request, headers, True)
-        except MLServerError as e:
+        except MLServerError as e:  # headers: e.g. Retry-After of a 429 (runtime/ratelimit.py)
             state.answering = True
-            return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), ())
+            return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), getattr(e, "headers", ()))
         types = model.predictor.outputs
         answer = {"model_name": model.name, "model_version": model.version, "id": request.id,
                   "parameters": {},
@@ -455,7 +456,7 @@ async def model_infer(servicer: Any, request: Any, context: Any) -> Any:
         else:
             model.monitoring.fast_path_served()
             payload = from_proto(request)
-            ce, n, outputs, names = infer(data_plane, model, name, version, payload, to_headers(context), False)
+            ce, n, outputs, names = infer(data_plane, model, name, version, payload, grpc_headers(context), False)
             response = to_proto(model, payload.id, n, outputs, names, bool(request.raw_input_contents))
     except MLServerError:
         raise

@@ -142,9 +142,13 @@ def prediction_log(path: Optional[str], capacity: int) -> PredictionLog:
     log = _logs.get(path)
     if log is None:
         log = _logs[path] = open_prediction_log(path, capacity)
-    else:
-        log.capacity = max(log.capacity, capacity)
+        log.on_evict = _evicted
     return log
+
+
+def _evicted(model_name: str, version: str, rows: int) -> None:
+    if (model_name, version) in _active:  # label values only from loaded versions
+        families().outcome_evictions.labels(model_name, version).inc(rows)
 
 
 # ---- per loaded model --------------------------------------------------------------------------
@@ -241,6 +245,7 @@ class ModelMonitoring:
         if options.outcomes_capacity > 0:
             try:
                 self.log = prediction_log(options.outcomes_db, options.outcomes_capacity)
+                self.log.set_capacity(name, version, options.outcomes_capacity)  # each version its own bound
             except Exception as e:  # monitoring never keeps a model from serving
                 logger.error("model %s %s: outcome store unavailable, live performance is off: %s", name, version, e)
         if self.log is not None:
@@ -257,8 +262,9 @@ class ModelMonitoring:
     def scoring(self) -> Scoring:
         return Scoring(self)
 
-    def observe(self, request_id: Optional[str], prediction: Any) -> None:
-        """A successful predict(): rows, scores, decisions, prices, drift window, outcome store."""
+    def observe(self, request_id: Optional[str], prediction: Any, owner: str = "") -> None:
+        """A successful predict(): rows, scores, decisions, prices, drift window, outcome store
+        (under `owner`: runtime/auth.py's Principal.owner, "" with authentication off)."""
         try:
             out = prediction.outputs
             batch = prediction.batch
@@ -275,7 +281,7 @@ class ModelMonitoring:
                     self._decision(value).inc(count)
             self.drift.update(batch)
             if self.log is not None:
-                self.log.record(self.name, self.version, request_id, scores)
+                self.log.record(self.name, self.version, request_id, scores, owner)
             self._dirty = True
             self._schedule()
         except Exception:  # never fail a scored request for its metrics

@@ -38,7 +38,7 @@ def _apply(name: str, patch: Callable[[], None]) -> None:
 
 def install() -> None:
     global _installed
-    from . import edge, hardening, loading
+    from . import auth, edge, hardening, loading, ratelimit, versions
     from .settings import EdgeSettings
 
     with _lock:
@@ -63,6 +63,13 @@ def install() -> None:
     _apply("server-metadata", hardening.server_metadata)
     # MLServer.stop() closes the worker pool while the servers still take requests (500s, a hung exit).
     _apply("clean-shutdown", hardening.clean_shutdown)
+    # MLServer's repository API (REST and gRPC) is open to anyone; FastAPI's /docs and /openapi.json are on
+    # and load swagger-ui from a CDN; a credential header sent twice is read differently by two paths.
+    _apply("auth-admin-repository", auth.install)
+    # MLServer has no 429: gRPC maps it to UNKNOWN and the REST error handler drops Retry-After.
+    _apply("rate-limit-answers", ratelimit.install)
+    # mlserver.registry._is_newer orders versions as strings (1.9.0 after 1.10.0) for the unversioned route.
+    _apply("semver-default-version", versions.install)
     # uvicorn/MLServer: no limit on request heads, URLs or (gzip-decoded) bodies; FastAPI's 422/405
     # {"detail"} answers instead of the protocol's {"error"}: runtime/edge.py, on every connection.
     edge.on_app(hardening.oip_errors)

@@ -292,10 +292,11 @@ def test_memory_log_counts_rows_not_requests():
     log.record("auto", "1.0.0", "r9", np.array([0.1, 0.2]))  # the same id again replaces it
     matched, unknown = log.add_outcomes("auto", [(f"r{i}", 0, 1) for i in range(10)])
     assert [m.request_id for m in matched] == ["r7", "r8", "r9"] and matched[-1].score == 0.1
-    assert log._rows == 4
+    store = log._stores[("auto", "1.0.0")]
+    assert store.rows == 4
     for i in range(1000):  # a caller that always sends the same id does not grow the log
         log.record("auto", "1.0.0", "same", np.array([0.5]))
-    assert len(log._order) < 100 and log._rows == 4
+    assert len(store.order) < 100 and store.rows == 4
 
 
 @pytest.mark.parametrize("name", ["home", "health", "life", "claims"])

@@ -10,7 +10,8 @@
 #   docker run --rm -p 8080:8080 insurance-serving:0.1.0-models   # all shipped models, no KServe
 #
 # Server settings come from MLSERVER_* variables (below, and the ClusterServingRuntime's env).
-# Keep a settings.json out of /mnt/models: MLServer then ignores every MLSERVER_* variable.
+# A settings.json in /mnt/models would take precedence: its keys win over MLSERVER_* variables,
+# which only fill the keys it leaves out. Keep it out so that the variables stay in force.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -22,13 +23,19 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# Dependencies first, pinned by the lock (constraints.txt, `make lock`): a layer that edits of
+# the project's code do not invalidate.
+COPY pyproject.toml constraints.txt ./
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+      > requirements.txt \
+ && pip install -c constraints.txt -r requirements.txt
+COPY README.md ./
 COPY predictors/ predictors/
 COPY runtime/ runtime/
 COPY training/ training/
 COPY lifecycle/ lifecycle/
 COPY insurance_client/ insurance_client/
-RUN pip install . \
+RUN pip install -c constraints.txt . \
  && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
 
 # ---- runtime: slim, non-root, MLServer as the entrypoint ------------------------------------

@@ -7,7 +7,7 @@ runtime that computes nothing: the MLServer floor), B (stock MLServer LightGBM),
 predictor), D (uvicorn + orjson floor). Load: wrk over HTTP, h2load over gRPC (a bounded
 tritonclient.grpc.aio client without it); concurrency 1/16/64, 1-row and 32-row requests.
 Then MLServer adaptive batching, parallel workers, the prediction cache, the five-model server,
-and a py-spy profile of A under load.
+the cost of the per-credential rate limit, and a py-spy profile of A under load.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from . import load, payloads, servers
 
 RESULTS = Path(__file__).resolve().parent / "results"
-EXTRAS = ("batching", "workers", "cache", "five_models")
+EXTRAS = ("batching", "workers", "cache", "five_models", "ratelimit")
 INFER = f"/v2/models/{servers.MODEL}/infer"
 
 
@@ -263,6 +263,38 @@ class Bench:
                     f"{s['rps']['max']:.0f})  p50 {s['p50_ms']['median']:.2f} ms  p99 {s['p99_ms']['median']:.2f} ms")
             finally:
                 run.stop()
+
+    def ratelimit(self) -> None:
+        """A with an API key, without and with a rate limit that never trips (its cost per request),
+        1-row HTTP at c=16, runs of the two alternating; plus Policy.admit timed in-process."""
+        from .inprocess import ratelimit_cost
+
+        self.extras["ratelimit_inprocess"] = ratelimit_cost()
+        log(f"  rate limit in-process: {self.extras['ratelimit_inprocess']['admit_us']:.2f} us per admitted request")
+        key = "bench-key-0123456789"
+        variants = (("A api key", {"api_keys": key}),
+                    ("A api key + rate limit", {"api_keys": key, "rate_limit": 1e9, "rate_limit_burst": 1e9}))
+        runs: dict[str, list] = {label: [] for label, _ in variants}
+        started = {label: self.start(label, extra=extra) for label, extra in variants}
+        try:
+            bodies = self.bodies(1, "v2")
+            for run in started.values():
+                load.run_wrk(run.http, INFER, bodies, 16, 1, 1, self.workdir / "wrk", headers={"X-API-Key": key})
+            for _ in range(max(2, self.args.repeats)):
+                for label, _ in variants:
+                    point = load.run_wrk(started[label].http, INFER, bodies, 16, self.args.duration, 1,
+                                         self.workdir / "wrk", headers={"X-API-Key": key})
+                    runs[label].append(point.to_dict())
+        finally:
+            for run in started.values():
+                run.stop()
+        for label, _ in variants:
+            entry = {"experiment": "ratelimit", "server": label, "proto": "http", "rows": 1, "c": 16,
+                     "runs": runs[label], "summary": summarize(runs[label])}
+            self.points.append(entry)
+            s = entry["summary"]
+            log(f"  {label:<24} {s['rps']['median']:8.0f} req/s ({s['rps']['min']:.0f}-{s['rps']['max']:.0f})  "
+                f"p50 {s['p50_ms']['median']:.2f} ms  errors {s['errors']}")
 
     def five_models(self) -> None:
         models = ("auto", "claims", "health", "home", "life")

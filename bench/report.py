@@ -182,6 +182,21 @@ def markdown(results: dict) -> str:
         lines += ["", "In-process, one thread, 1-row calls of predictors/ (µs per call):", "",
                   "| model | no cache | cache miss | cache hit |", "|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['no_cache_us']:,.0f} | {r['miss_us']:,.0f} | {r['hit_us']:,.0f} |" for r in cache_ip]
+    limited = [p for p in extra_points if p["experiment"] == "ratelimit"]
+    rl_ip = results["extras"].get("ratelimit_inprocess")
+    if limited or rl_ip:
+        lines += ["", "## Rate limit cost (A with an API key, 1-row HTTP, c=16; a limit that never trips)", ""]
+        if limited:
+            lines += ["| server | req/s | p50 (ms) | p99 (ms) |", "|---|---|---|---|"]
+            lines += [f"| {p['server']} | {_cell(p['summary'])} | {_fmt(p['summary']['p50_ms']['median'], 2)} | "
+                      f"{_fmt(p['summary']['p99_ms']['median'], 2)} |" for p in limited]
+            if len(limited) == 2:
+                a, b = (p["summary"]["rps"]["median"] for p in limited)
+                lines += ["", f"With the limit: {b / a:.3f}x the requests per second without it (runs alternate; "
+                              "within the min-max spread of the runs is noise)."]
+        if rl_ip:
+            lines += ["", f"In-process: taking a token costs {rl_ip['admit_us']:.2f} µs per request "
+                          f"(authenticating the API key: {rl_ip['authenticate_us']:.2f} µs)."]
     from .reasons import report_lines as reasons_lines
 
     lines += reasons_lines(results["extras"].get("reasons") or [])

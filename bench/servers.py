@@ -17,33 +17,20 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from runtime import serve
+from runtime.serve import NotReady, free_port, local_settings, wait_ready
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 BIN = Path(sys.executable).parent
 MODEL = "auto"
 VERSION = "1.0.0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_ok(url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
 
 
 def port_open(port: int) -> bool:
@@ -107,16 +94,15 @@ class Running:
 
 
 def _wait_ready(run: Running, paths: list[str], started: float, timeout: float) -> Running:
-    deadline = started + timeout
-    while time.monotonic() < deadline:
-        if run.process.poll() is not None:
-            raise RuntimeError(f"{run.label} exited with {run.process.returncode}:\n{run.log_tail()}")
-        if all(http_ok(run.http + p, timeout=0.5) for p in paths) and (run.grpc_port is None or port_open(run.grpc_port)):
-            run.cold_start_s = time.monotonic() - started
-            return run
-        time.sleep(0.02)
-    run.stop()
-    raise RuntimeError(f"{run.label} not ready in {timeout:.0f} s:\n{run.log_tail()}")
+    also = None if run.grpc_port is None else (lambda: port_open(run.grpc_port))
+    try:
+        wait_ready(run.process, [run.http + p for p in paths], started + timeout - time.monotonic(),
+                   interval=0.02, also=also)
+    except NotReady as e:
+        run.stop()
+        raise RuntimeError(f"{run.label} {e}:\n{run.log_tail()}") from e
+    run.cold_start_s = time.monotonic() - started
+    return run
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -167,14 +153,11 @@ def without_pyarrow(workdir: Path) -> dict[str, str]:
 def start_mlserver(label: str, repo: Path, workdir: Path, *, parallel_workers: int = 0,
                    models: tuple[str, ...] = (MODEL,), timeout: float = 120.0,
                    env: dict[str, str] | None = None) -> Running:
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    settings = {"host": "127.0.0.1", "http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port,
-                "parallel_workers": parallel_workers, "debug": False, "load_models_at_startup": True}
-    (repo / "settings.json").write_text(json.dumps(settings))
+    settings = local_settings(parallel_workers=parallel_workers)
+    http_port, grpc_port = settings["http_port"], settings["grpc_port"]
     log = workdir / f"{label.replace(' ', '_').replace('/', '_')}.log"
     started = time.monotonic()
-    process = subprocess.Popen([str(BIN / "mlserver"), "start", str(repo)], cwd=workdir, env=_env(env),
-                               stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = serve.start_mlserver(repo, settings=settings, cwd=workdir, log=log, env=_env(env))
     run = Running(label, process, http_port, grpc_port, log)
     return _wait_ready(run, [f"/v2/models/{m}/ready" for m in models], started, timeout)
 

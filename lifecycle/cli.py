@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ab, rollout
-from .repository import BUMPS, REPOSITORY_ENV, RepositoryError, find_bundle, list_bundles, resolve, semver_key
+from .repository import BUMPS, REPOSITORY_ENV, RepositoryError, find_bundle, list_bundles, resolve
 from .validate import DEFAULT_LATENCY_BUDGET_MS, DEFAULT_LATENCY_CALLS, DEFAULT_TOLERANCE
 
 PROG = "insurance"
@@ -34,12 +34,46 @@ def _out(args, text: str, data: Any) -> None:
         print(text)
 
 
-def _headers(args) -> dict[str, str]:
-    out = {}
+#: Environment variables with the credential of the admin commands (load, unload, upload, list --url):
+#: the runtime's repository API needs an `admin` API key or a JWT with the admin role (docs/security.md).
+ADMIN_KEY_ENV, ADMIN_TOKEN_ENV = "INSURANCE_ADMIN_API_KEY", "INSURANCE_ADMIN_TOKEN"
+
+
+def _secret(path: Any, what: str) -> str:
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{what} {path}: cannot read it ({type(e).__name__})") from e
+    if not value or "\n" in value:
+        raise UsageError(f"{what} {path}: expected exactly one credential on one line")
+    return value
+
+
+def _credential(args) -> dict[str, str]:
+    """The admin credential: --api-key-file / --token-file, else $INSURANCE_ADMIN_API_KEY /
+    $INSURANCE_ADMIN_TOKEN (files and variables, never argv: a command line is visible to every
+    user of the machine). At most one."""
+    key = _secret(args.api_key_file, "--api-key-file") if getattr(args, "api_key_file", None) else None
+    token = _secret(args.token_file, "--token-file") if getattr(args, "token_file", None) else None
+    if key is None and token is None:
+        key, token = os.environ.get(ADMIN_KEY_ENV) or None, os.environ.get(ADMIN_TOKEN_ENV) or None
+    if key is not None and token is not None:
+        raise UsageError("give one credential: an API key or a token, not both (the server refuses two)")
+    if key is not None:
+        return {"X-API-Key": key}
+    return {"Authorization": f"Bearer {token}"} if token is not None else {}
+
+
+def _headers(args, credential: bool = True) -> dict[str, str]:
+    """--header values, plus the admin credential for calls to the inference server."""
+    out = _credential(args) if credential else {}
     for h in getattr(args, "header", None) or []:
         name, sep, value = h.partition(":")
         if not sep:
             raise UsageError(f"--header {h!r}: expected NAME:VALUE")
+        if out and name.strip().lower() in ("x-api-key", "authorization"):
+            raise UsageError(f"--header {name.strip()}: a credential is already given (--api-key-file, --token-file "
+                             f"or ${ADMIN_KEY_ENV} / ${ADMIN_TOKEN_ENV})")
         out[name.strip()] = value.strip()
     return out
 
@@ -247,9 +281,6 @@ def cmd_upload(args) -> int:
     if retired:
         lines.append(f"retired {', '.join(retired)} (moved to {repo}/.retired/)")
     lines.append(f"/v2/models/{name}/infer -> {routed}")
-    if routed != max(left, key=semver_key):
-        lines.append(f"warning: MLServer 1.7.1 orders versions as strings, so the unversioned path goes to {routed}, "
-                     f"not {max(left, key=semver_key)}; use versioned paths or --replace")
     _out(args, "\n".join(lines), {"uploaded": True, "served_versions": left, "default_version": routed,
                                  "retired": retired, **reg.to_dict()})
     return 0
@@ -271,6 +302,10 @@ def cmd_rollout(args) -> int:
     sets = rollout.plan(args.action, values, args.vertical, args.version, args.percent, args.storage_uri)
     cmd = rollout.helm_upgrade_command(sets, args.release, args.namespace, args.chart, args.helm)
     print(shlex.join(cmd))
+    if args.action == "rollback" and sets[-1].endswith(".canary.trafficPercent=0"):
+        print(f"note: Knative: all traffic is back on the stable revision and the stable bundle is back in the spec; "
+              f"once `kubectl -n {args.namespace} get isvc` shows the new revision ready, run rollback again to "
+              f"drop the canary entry (one stable revision left)", file=sys.stderr)
     if args.dry_run:
         return 0
     try:
@@ -291,7 +326,7 @@ def cmd_ab_report(args) -> int:
     t = ab.Thresholds(min_requests=args.min_requests, max_error_increase=args.max_error_increase,
                       latency_ratio=args.latency_ratio, auc_tolerance=args.auc_tolerance, psi_hold=args.psi_hold)
     rep = ab.report(args.prometheus, args.vertical, stable=stable, canary=canary, window=args.window,
-                    thresholds=t, extra_selector=args.selector, headers=_headers(args))
+                    thresholds=t, extra_selector=args.selector, headers=_headers(args, credential=False))
     _out(args, rep.text(), rep.to_dict())
     if args.exit_code:
         return {ab.PROMOTE: 0, ab.ROLLBACK: 1, ab.HOLD: 3}[rep.verdict]
@@ -323,8 +358,16 @@ def _add_values_options(p: argparse.ArgumentParser, what: str) -> None:
 def _add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", required=True, help="MLServer HTTP address, e.g. http://127.0.0.1:8080")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default: %(default)s)")
-    p.add_argument("--header", action="append", metavar="NAME:VALUE", help="extra HTTP header (repeatable), "
-                   "e.g. an API key")
+    p.add_argument("--header", action="append", metavar="NAME:VALUE", help="extra HTTP header (repeatable)")
+    _add_credential_options(p)
+
+
+def _add_credential_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("credential (the repository API needs the admin role)")
+    g.add_argument("--api-key-file", type=Path, default=None, metavar="FILE",
+                   help=f"file holding an admin API key (default: ${ADMIN_KEY_ENV})")
+    g.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                   help=f"file holding a JWT with the admin role (default: ${ADMIN_TOKEN_ENV})")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -351,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vertical", default=None, help="only this vertical")
     p.add_argument("--url", default=None, help="also show each bundle's state on this MLServer (repository index)")
     p.add_argument("--header", action="append", metavar="NAME:VALUE", help="extra HTTP header for --url")
+    _add_credential_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_values_options(p, "routing columns")
     p.set_defaults(func=cmd_list)

@@ -8,15 +8,14 @@ directly: mount or sync them to a folder first; the error says so.
 from __future__ import annotations
 
 import os
-import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from predictors.bundle import BundleError, read_manifest
+from predictors.versions import SEMVER, semver_key  # noqa: F401  (re-exported: one key for every version order)
 
-SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
 BUMPS = ("major", "minor", "patch")
 DEFAULT_REPOSITORY = "models"
 REPOSITORY_ENV = "INSURANCE_MODEL_REPOSITORY"
@@ -24,18 +23,6 @@ REPOSITORY_ENV = "INSURANCE_MODEL_REPOSITORY"
 
 class RepositoryError(Exception):
     """A repository or bundle path cannot be used: the message says why."""
-
-
-def semver_key(version: str) -> tuple:
-    """Sort key of semantic versions (1.10.0 after 1.9.0; a pre-release before its release)."""
-    m = SEMVER.match(version)
-    if not m:
-        return (-1, -1, -1, 0, version)  # non-semver folders sort first
-    major, minor, patch, pre = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
-    if pre is None:
-        return (major, minor, patch, 1, ())
-    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre[1:].split("."))
-    return (major, minor, patch, 0, parts)
 
 
 def bump(version: str, part: str) -> str:

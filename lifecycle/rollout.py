@@ -3,21 +3,25 @@
 Each action reads the release's current values (``helm get values --all``, or a values file
 offline), checks the request against them, and builds ONE
 ``helm upgrade --reset-then-reuse-values --set ...``, so the rollout history lives in Helm
-(``helm history``, ``helm rollback``). ``scripts/canary.py`` (the make targets) and
-``insurance rollout`` both use this module.
+(``helm history``, ``helm rollback``). ``insurance rollout`` (and ``make canary|promote|rollback``,
+which call it with the validation gate in front of a canary) runs it.
 
 What each action sets (``verticals.<V>.`` prefix omitted):
   canary    canary.enabled=true, canary.version, canary.storageUri (default: the stable
             storageUri with its trailing /<stable version> replaced by /<VERSION>),
-            canary.trafficPercent. Run it again with another PERCENT to shift traffic.
+            canary.trafficPercent. Run it again with another PERCENT to shift traffic. An s3://
+            URI always ends in / (KServe downloads every key with the prefix).
   promote   version and storageUri := the canary's, canary.enabled=false.
             Knative: the canary revision already serves that spec and takes 100 %.
             Standard: the stable Deployment rolls to the canary bundle (maxUnavailable 0,
             gated by the per-version readiness probe), then KServe deletes the canary one.
-  rollback  Knative: canary.trafficPercent=0 (KServe routes everything to the last revision
-            rolled out at 100 %, at once; the canary spec stays until the next canary).
-            Standard: canary.enabled=false (KServe deletes the canary Deployment; the stable
-            one kept serving its share all along).
+  rollback  Knative, first run: canary.trafficPercent=0 (KServe routes everything to the last
+            revision rolled out at 100 %, at once; the chart puts the stable bundle back in the
+            spec, so the canary revision leaves the route and Knative scales it away).
+            Knative, second run (trafficPercent already 0, once `kubectl get isvc` shows the new
+            stable revision ready): canary.enabled=false (that revision takes 100 %, the
+            previous one leaves). Standard: canary.enabled=false (KServe deletes the canary
+            Deployment; the stable one kept serving its share all along).
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from predictors.spec import load_config
+
 from .repository import SEMVER
 
-VERTICALS = ("auto", "home", "health", "life", "claims")
+#: The verticals of predictors/verticals.yaml (the one config of the verticals).
+VERTICALS = tuple(load_config().verticals)
 ACTIONS = ("canary", "promote", "rollback")
 DEFAULT_RELEASE = "insurance-serving"
 DEFAULT_NAMESPACE = "insurance-serving"
@@ -134,14 +141,8 @@ def plan(action: str, values: dict[str, Any], vertical: str, version: str | None
             raise RolloutError(f"PERCENT {percent} is not within 0-100")
         if version == stable_version:
             raise RolloutError(f"{version} is already the stable version of {v}")
-        uri = storage_uri
-        if not uri:
-            stable_uri = str(node.get("storageUri", ""))
-            suffix = f"/{stable_version}"
-            if not stable_uri.rstrip("/").endswith(suffix):
-                raise RolloutError(f"cannot derive the canary storageUri from {stable_uri!r} (it does not end in "
-                                   f"{suffix}); pass STORAGE_URI=")
-            uri = stable_uri.rstrip("/")[: -len(suffix)] + f"/{version}"
+        uri = storage_uri or derive_uri(str(node.get("storageUri", "")), stable_version, version)
+        check_uri(uri)
         return [f"{p}.canary.enabled=true", f"{p}.canary.version={version}",
                 f"{p}.canary.storageUri={uri}", f"{p}.canary.trafficPercent={percent}"]
 
@@ -154,12 +155,30 @@ def plan(action: str, values: dict[str, Any], vertical: str, version: str | None
         raise RolloutError(f"VERSION {version} is not the canary of {v} (the canary is {canary_version})")
 
     if action == "promote":
+        check_uri(str(canary.get("storageUri", "")))
         return [f"{p}.version={canary_version}", f"{p}.storageUri={canary['storageUri']}",
                 f"{p}.canary.enabled=false"]
     # rollback
-    if knative:
+    if knative and int(canary.get("trafficPercent", 0)) != 0:
         return [f"{p}.canary.trafficPercent=0"]
     return [f"{p}.canary.enabled=false"]
+
+
+def check_uri(uri: str) -> None:
+    """Refuse an s3:// URI without the trailing / (KServe would download every key with that prefix)."""
+    if uri.startswith("s3://") and not uri.endswith("/"):
+        raise RolloutError(f"storageUri {uri!r} must end in /: KServe downloads every S3 key that starts with the "
+                           f"path, so it would also fetch {uri}-rc.1/ and MLServer would find two bundles")
+
+
+def derive_uri(stable_uri: str, stable_version: str, version: str) -> str:
+    """The canary bundle's URI: the stable one with its last segment /<stable version> -> /<version>."""
+    suffix = f"/{stable_version}"
+    if not stable_uri.rstrip("/").endswith(suffix):
+        raise RolloutError(f"cannot derive the canary storageUri from {stable_uri!r} (it does not end in "
+                           f"{suffix}); pass STORAGE_URI=")
+    uri = stable_uri.rstrip("/")[: -len(suffix)] + f"/{version}"
+    return uri + "/" if stable_uri.endswith("/") or uri.startswith("s3://") else uri
 
 
 def helm_upgrade_command(sets: list[str], release: str = DEFAULT_RELEASE, namespace: str = DEFAULT_NAMESPACE,

@@ -11,14 +11,13 @@ MLServer 1.7.1's repository API works on model *names*, not versions:
 
 So loading one new version = put its folder into the repository, then ``load``; unloading
 one version = move its folder out (to ``<repository>/.retired/``; MLServer does not look
-into hidden folders), then ``load``. A new bundle is copied to a hidden staging folder and
-renamed into place, so the server never sees a half-copied bundle.
+into hidden folders), then ``load``. New bundles come in through lifecycle/registry.py's
+``register`` (validated in a hidden staging folder, then renamed into place), so the server never
+sees a half-copied bundle.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,23 +94,9 @@ def _error_text(r: httpx.Response) -> str:
 
 
 def default_version(versions: list[str]) -> str | None:
-    """The version MLServer 1.7.1 routes the unversioned path to (string comparison)."""
-    return max(versions) if versions else None
-
-
-def stage_copy(bundle: Path, repository: Path, vertical: str, version: str) -> Path:
-    """Copy a bundle to <repository>/<vertical>/<version> atomically (hidden staging folder, rename)."""
-    dest = repository / vertical / version
-    if dest.exists():
-        raise RepositoryError(f"{dest} exists already: bundles are immutable; give the new one another version")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=repository))
-    try:
-        shutil.copytree(bundle, staging / version)
-        (staging / version).rename(dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
+    """The version the unversioned path goes to: the newest in semver order (the runtime replaces
+    MLServer 1.7.1's string order, runtime/versions.py)."""
+    return max(versions, key=semver_key) if versions else None
 
 
 def retire(repository: Path, vertical: str, version: str) -> Path:

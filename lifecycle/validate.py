@@ -10,7 +10,7 @@ Checks, in order (a failed early check skips the ones that need it):
   contract      task, framework and feature spec identical to the vertical's contract in
                 predictors/verticals.yaml (the API backends call)
   load          the model loads (skops with the trusted-type list only)
-  golden        predicts the vertical's golden examples (lifecycle/golden/<vertical>.json) with
+  golden        predicts the vertical's golden examples (predictors/examples/<vertical>.json) with
                 valid outputs: finite scores in [0, 1], known decisions, positive prices...
   quality       held-out ROC-AUC >= the current stable version's - tolerance (same evaluation
                 table for both when --eval-data is given; else each manifest's held-out metric)
@@ -25,13 +25,13 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from predictors.bundle import MANIFEST, MODEL_FILES, REFUSED_SUFFIXES, BundleError, read_manifest, verify_files
+from predictors import examples
+from predictors.bundle import MANIFEST, MODEL_FILES, BundleError, pickle_files, read_manifest, verify_files
 from predictors.spec import CLAIMS_TRIAGE, LEAD_SCORING, Config, ConfigError, load_config
 
 from .repository import SEMVER
@@ -41,7 +41,6 @@ DEFAULT_TOLERANCE = 0.01
 DEFAULT_LATENCY_BUDGET_MS = 100.0
 DEFAULT_LATENCY_CALLS = 50
 RUNTIME_IMPLEMENTATION = "runtime.InsuranceModel"
-PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 DECISIONS = {LEAD_SCORING: {"accept", "reject"}, CLAIMS_TRIAGE: {"ML_APPROVED", "ML_REJECTED", "ML_REVIEW"}}
 
 
@@ -88,12 +87,11 @@ class Report:
 
 
 def golden_examples(vertical: str) -> dict[str, Any]:
-    """The vertical's golden examples, shipped with the package (lifecycle/golden/<vertical>.json)."""
+    """The vertical's example rows, shipped with the package (predictors/examples/<vertical>.json)."""
     try:
-        text = resources.files("lifecycle").joinpath("golden", f"{vertical}.json").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"no golden examples for vertical {vertical!r} (lifecycle/golden/{vertical}.json)") from None
-    return json.loads(text)
+        return examples.load(vertical)
+    except KeyError as e:
+        raise ConfigError(e.args[0]) from None
 
 
 def rows_to_columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, list]:
@@ -103,11 +101,10 @@ def rows_to_columns(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> 
 
 
 def _check_format(folder: Path, report: Report) -> bool:
-    refused = [p.name for p in sorted(folder.iterdir()) if p.suffix.lower() in REFUSED_SUFFIXES]
+    refused = pickle_files(folder)
     if refused:
-        report.add("format", FAIL, f"refused file(s) {', '.join(refused)}: pickle-family formats ("
-                   f"{', '.join(REFUSED_SUFFIXES)}) execute code when loaded and are never accepted; "
-                   f"allowed model files: LightGBM text ({MODEL_FILES['lightgbm']}) or skops ({MODEL_FILES['sklearn']})")
+        report.add("format", FAIL, f"refused: {'; '.join(refused)}; pickles are never accepted; allowed model "
+                   f"files: LightGBM text ({MODEL_FILES['lightgbm']}) or skops ({MODEL_FILES['sklearn']})")
         return False
     models = [p for p in folder.iterdir() if p.name in MODEL_FILES.values()]
     if len(models) != 1:
@@ -117,9 +114,6 @@ def _check_format(folder: Path, report: Report) -> bool:
         return False
     path = models[0]
     head = path.read_bytes()[:64]
-    if head.startswith(PICKLE_MAGIC):
-        report.add("format", FAIL, f"{path.name} is a pickle stream under another name; pickles are never accepted")
-        return False
     if path.name == MODEL_FILES["lightgbm"]:
         if not head.startswith(b"tree\n"):
             report.add("format", FAIL, f"{path.name} is not LightGBM's text model format (it must begin with 'tree')")

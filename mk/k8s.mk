@@ -11,15 +11,19 @@ VERTICAL ?=
 VERSION ?=
 PERCENT ?=
 STORAGE_URI ?=
+# Model repository holding <vertical>/<version> of the canary: `make canary` validates it there first
+# (the gate of `insurance models validate`) and runs no helm upgrade when it fails.
+REPOSITORY ?= models
 # DRY_RUN=1 prints the helm command instead of running it.
 DRY_RUN ?=
-# Extra arguments of scripts/canary.py, e.g. --values-file FILE to plan without a cluster.
-CANARY_ARGS ?=
+# Extra arguments of `insurance rollout`, e.g. --values-file FILE to plan without a cluster.
+ROLLOUT_ARGS ?=
 
 TOOLS_TARGETS += kube-tools
 
-CANARY := $(PY) scripts/canary.py --release '$(RELEASE)' --namespace '$(NAMESPACE)' --chart $(CHART) \
-	--helm '$(HELM)' $(if $(DRY_RUN),--dry-run) $(CANARY_ARGS)
+ROLLOUT := $(VENV)/bin/insurance rollout
+ROLLOUT_OPTS = --release '$(RELEASE)' --namespace '$(NAMESPACE)' --chart $(CHART) --helm '$(HELM)' \
+	$(if $(DRY_RUN),--dry-run) $(ROLLOUT_ARGS)
 
 .PHONY: kube-tools manifests helm-lint docker-lint test-kube canary promote rollback
 
@@ -41,14 +45,15 @@ docker-lint: kube-tools ## Lint the Dockerfile with hadolint
 test-kube: install tools ## Run only the Kubernetes tests (chart, manifests, image)
 	PATH="$(abspath $(TOOLS_DIR))/bin:$$PATH" $(PY) -m pytest tests/k8s $(PYTEST_ARGS)
 
-canary: $(INSTALLED) ## Start or move a canary: VERTICAL=auto VERSION=1.1.0 PERCENT=10 [STORAGE_URI=..] [DRY_RUN=1]
+canary: $(INSTALLED) ## Validate, then start or move a canary: VERTICAL=auto VERSION=1.1.0 PERCENT=10 [REPOSITORY=models] [STORAGE_URI=..] [DRY_RUN=1]
 	@test -n "$(VERTICAL)" -a -n "$(VERSION)" -a -n "$(PERCENT)" || { echo "usage: make canary VERTICAL=auto VERSION=1.1.0 PERCENT=10 [STORAGE_URI=uri]" >&2; exit 2; }
-	$(CANARY) canary --vertical '$(VERTICAL)' --version '$(VERSION)' --percent '$(PERCENT)' $(if $(STORAGE_URI),--storage-uri '$(STORAGE_URI)')
+	$(ROLLOUT) canary --vertical '$(VERTICAL)' --version '$(VERSION)' --percent '$(PERCENT)' \
+		--repository '$(REPOSITORY)' $(if $(STORAGE_URI),--storage-uri '$(STORAGE_URI)') $(ROLLOUT_OPTS)
 
 promote: $(INSTALLED) ## Make the canary the stable version: VERTICAL=auto [VERSION=1.1.0] [DRY_RUN=1]
 	@test -n "$(VERTICAL)" || { echo "usage: make promote VERTICAL=auto [VERSION=1.1.0]" >&2; exit 2; }
-	$(CANARY) promote --vertical '$(VERTICAL)' $(if $(VERSION),--version '$(VERSION)')
+	$(ROLLOUT) promote --vertical '$(VERTICAL)' $(if $(VERSION),--version '$(VERSION)') $(ROLLOUT_OPTS)
 
-rollback: $(INSTALLED) ## Send all traffic back to stable: VERTICAL=auto [VERSION=1.1.0] [DRY_RUN=1]
+rollback: $(INSTALLED) ## Send all traffic back to stable (Knative: run twice, see docs): VERTICAL=auto [VERSION=1.1.0] [DRY_RUN=1]
 	@test -n "$(VERTICAL)" || { echo "usage: make rollback VERTICAL=auto [VERSION=1.1.0]" >&2; exit 2; }
-	$(CANARY) rollback --vertical '$(VERTICAL)' $(if $(VERSION),--version '$(VERSION)')
+	$(ROLLOUT) rollback --vertical '$(VERTICAL)' $(if $(VERSION),--version '$(VERSION)') $(ROLLOUT_OPTS)

@@ -1,7 +1,8 @@
-"""Observability content of insurance-serving that does not need the runtime.
+"""Observability content of insurance-serving (none of it imports the runtime).
 
-- ``observability.contract``: the metric names and labels the runtime exports (and the
-  MLServer built-in metrics the dashboards and alerts use).
+- ``observability.contract``: every ``ml_*`` metric (name, type, labels, buckets, help), from
+  which runtime/metrics.py builds its collectors, and the MLServer built-in metrics the
+  dashboards and alerts use. Installed with the package (the runtime imports it).
 - ``observability.dashboards``: the Grafana dashboard generator
   (``python -m observability.dashboards``) and ``panel_queries()`` for tests that run
   every panel query against a real Prometheus.

@@ -294,6 +294,14 @@ def build_overview() -> dict[str, Any]:
               sum by (model) (rate(model_infer_request_duration_count{{{MLSERVER_SEL}}}[{RATE}]))
             """, "{{model}}")],
         unit="percentunit", threshold=(0.01, "red"), w=8))
+    d = d.with_panel(_timeseries(
+        "Authentication failures per second by reason",
+        "Inference requests refused with 401 (ml_auth_failures_total, per model: a credential is not "
+        "tied to a version) by reason; empty while authentication is off. MLAuthFailureRatioHigh "
+        "fires above 5% of a model's requests for 10 minutes.",
+        [_q(f'sum by (model_name, reason) (rate(ml_auth_failures_total{{{NS}, model_name=~"$model"}}[{RATE}]))',
+            "{{model_name}} {{reason}}")],
+        unit="reqps", w=24, h=6))
 
     d = d.with_row(_row("Readiness"))
     ready_mappings = [dm.ValueMap(options={

@@ -2,7 +2,8 @@
 
 Only two model formats are loadable: LightGBM's native text format (``model.txt``) and
 scikit-learn through skops (``model.skops``) with an explicit list of trusted types.
-Pickle-family files are refused before any byte of them is read. Every file listed in the
+Pickle-family files are refused (by name before any byte of them is read, else by their first
+bytes) by :func:`pickle_files`, used by the runtime and by the validation gate. Every file listed in the
 manifest is checked against its sha256 before the model is loaded.
 """
 
@@ -16,6 +17,8 @@ from typing import Any
 MANIFEST = "manifest.json"
 MODEL_FILES = {"lightgbm": "model.txt", "sklearn": "model.skops"}
 REFUSED_SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle", ".dill", ".sav", ".npy", ".pt", ".pth")
+#: First bytes of a pickle stream of protocol 2 to 5 (the PROTO opcode), whatever the file is called.
+PICKLE_MAGIC = tuple(bytes((0x80, protocol)) for protocol in range(2, 6))
 REQUIRED_KEYS = ("name", "vertical", "version", "task", "framework", "model_file", "files",
                  "feature_spec", "encoding", "training", "metrics", "reference")
 
@@ -49,13 +52,25 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def refuse_pickles(folder: Path) -> None:
-    for path in sorted(folder.iterdir()):
+def pickle_files(folder: Path) -> list[str]:
+    """Why each pickle-family file of a bundle folder is refused (empty: none). A refused suffix
+    is refused without opening the file; any other file by its first bytes (a pickle renamed)."""
+    problems = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
         if path.suffix.lower() in REFUSED_SUFFIXES:
-            raise BundleError(
-                f"{path}: {path.suffix} files can execute code when loaded and are never loaded; "
-                f"allowed model files: {', '.join(MODEL_FILES.values())}"
-            )
+            problems.append(f"{path.name}: {path.suffix} files can execute code when loaded")
+            continue
+        with open(path, "rb") as fh:
+            if fh.read(2) in PICKLE_MAGIC:
+                problems.append(f"{path.name}: a pickle stream under another name")
+    return problems
+
+
+def refuse_pickles(folder: Path) -> None:
+    problems = pickle_files(folder)
+    if problems:
+        raise BundleError(f"{folder}: {'; '.join(problems)}; pickles are never loaded; allowed model files: "
+                          f"{', '.join(MODEL_FILES.values())}")
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:

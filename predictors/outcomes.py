@@ -2,8 +2,9 @@
 
 A prediction is identified by the V2 request ``id`` and the row index inside that request
 (the response repeats the request's ``id``; MLServer generates a UUID when the request has
-none). A prediction log remembers the scores of the most recent ``capacity`` scored rows and
-the outcomes matched to them:
+none) and its owner (the credential or tenant that made it: outcomes match only the owner's own
+predictions). A prediction log remembers, per model version, the scores of its most recent
+``capacity`` scored rows and the outcomes matched to them:
 
 * :class:`MemoryPredictionLog` (``open_prediction_log(None)``): dictionaries in the process
   that scores, for a model served in MLServer's server process; recording a request is one
@@ -32,19 +33,28 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .versions import semver_key
+
 DEFAULT_CAPACITY = 100_000
 METRICS = ("roc_auc", "precision", "recall", "f1", "accuracy")
 
+# One row per scored row and per matched outcome, keyed by owner (runtime/auth.py) and version.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-  model TEXT NOT NULL, request_id TEXT NOT NULL, row INTEGER NOT NULL,
-  version TEXT NOT NULL, score REAL NOT NULL,
-  PRIMARY KEY (model, request_id, row));
-CREATE TABLE IF NOT EXISTS outcomes (
-  model TEXT NOT NULL, version TEXT NOT NULL, request_id TEXT NOT NULL, row INTEGER NOT NULL,
-  score REAL NOT NULL, outcome INTEGER NOT NULL,
-  PRIMARY KEY (model, version, request_id, row));
+CREATE TABLE IF NOT EXISTS scored (
+  model TEXT NOT NULL, version TEXT NOT NULL, owner TEXT NOT NULL, request_id TEXT NOT NULL,
+  row INTEGER NOT NULL, score REAL NOT NULL,
+  PRIMARY KEY (model, owner, request_id, row, version));
+CREATE INDEX IF NOT EXISTS scored_by_version ON scored (model, version);
+CREATE TABLE IF NOT EXISTS matched (
+  model TEXT NOT NULL, version TEXT NOT NULL, owner TEXT NOT NULL, request_id TEXT NOT NULL,
+  row INTEGER NOT NULL, score REAL NOT NULL, outcome INTEGER NOT NULL,
+  PRIMARY KEY (model, version, owner, request_id, row));
 """
+#: Keep the newest `capacity` rows of one version (its own bound).
+_TRIM = ("DELETE FROM scored WHERE rowid IN (SELECT rowid FROM scored WHERE model = ?1 AND version = ?2 "
+         "ORDER BY rowid DESC LIMIT -1 OFFSET ?3)")
+_TRIM_OUTCOMES = ("DELETE FROM matched WHERE rowid IN (SELECT rowid FROM matched WHERE model = ?1 AND version = ?2 "
+                  "ORDER BY rowid DESC LIMIT -1 OFFSET ?3)")
 
 
 @dataclass(frozen=True)
@@ -100,11 +110,47 @@ def open_prediction_log(path: str | None, capacity: int = DEFAULT_CAPACITY):
     return MemoryPredictionLog(capacity) if path is None else PredictionLog(path, capacity)
 
 
+class _VersionStore:
+    """The remembered predictions of one model version: (owner, request id) -> scores, oldest
+    first, bounded to ``capacity`` rows (whole requests are evicted)."""
+
+    __slots__ = ("capacity", "predictions", "order", "rows")
+
+    def __init__(self, capacity: int):
+        self.capacity = int(capacity)
+        self.predictions: dict[tuple[str, str], np.ndarray] = {}
+        self.order: deque[tuple[tuple[str, str], np.ndarray]] = deque()
+        self.rows = 0
+
+    def record(self, key: tuple[str, str], scores: np.ndarray) -> int:
+        """Remember; returns the number of rows evicted to stay within capacity."""
+        old = self.predictions.pop(key, None)
+        if old is not None:  # the same owner and id again: replaces it (its queue entry is skipped later)
+            self.rows -= len(old)
+        self.predictions[key] = scores
+        self.order.append((key, scores))
+        self.rows += len(scores)
+        evicted = 0
+        while self.rows > self.capacity and len(self.order) > 1:
+            k, v = self.order.popleft()
+            if self.predictions.get(k) is v:
+                del self.predictions[k]
+                self.rows -= len(v)
+                evicted += len(v)
+        if len(self.order) > 2 * len(self.predictions) + 64:  # many replaced ids: drop their stale entries
+            self.order = deque(e for e in self.order if self.predictions.get(e[0]) is e[1])
+        return evicted
+
+
 class MemoryPredictionLog:
     """The prediction log of one process, in dictionaries (same interface as PredictionLog).
 
-    Used from one thread (MLServer's event loop). Evicts whole requests, oldest first, once more
-    than ``capacity`` rows are held; about 350 bytes per remembered single-row request.
+    Used from one thread (MLServer's event loop). One store per model version, each bounded to
+    ``capacity`` rows (so one version's traffic never evicts another's); a prediction is keyed by
+    its owner (the credential or tenant that made it, runtime/auth.py) and request id, so an
+    outcome matches only predictions of the same owner and a second owner's request with the same
+    id replaces nothing. About 350 bytes per remembered single-row request. ``on_evict(model,
+    version, rows)`` is called when rows are evicted.
     """
 
     path = None
@@ -112,29 +158,28 @@ class MemoryPredictionLog:
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY):
         self.capacity = int(capacity)
-        self._predictions: dict[tuple[str, str], tuple[str, np.ndarray]] = {}  # (model, id) -> (version, scores)
-        self._order: deque[tuple[tuple[str, str], tuple[str, np.ndarray]]] = deque()  # oldest first
-        self._rows = 0
-        # (model, version) -> (request_id, row) -> (score, outcome), oldest first
-        self._outcomes: dict[tuple[str, str], OrderedDict[tuple[str, int], tuple[float, int]]] = {}
+        self.on_evict = None
+        self._stores: dict[tuple[str, str], _VersionStore] = {}
+        # (model, version) -> (owner, request_id, row) -> (score, outcome), oldest first
+        self._outcomes: dict[tuple[str, str], OrderedDict[tuple[str, str, int], tuple[float, int]]] = {}
 
-    def record(self, model: str, version: str, request_id: str | None, scores: np.ndarray) -> None:
+    def set_capacity(self, model: str, version: str, capacity: int) -> None:
+        """The bound of one version's store (its model's outcomes_capacity)."""
+        self._store(model, version).capacity = int(capacity)
+
+    def _store(self, model: str, version: str) -> _VersionStore:
+        store = self._stores.get((model, version))
+        if store is None:
+            store = self._stores[(model, version)] = _VersionStore(self.capacity)
+        return store
+
+    def record(self, model: str, version: str, request_id: str | None, scores: np.ndarray, owner: str = "") -> None:
         if not request_id or self.capacity <= 0:
             return
-        key, value = (model, request_id), (version, scores)
-        old = self._predictions.pop(key, None)
-        if old is not None:  # the same id again: replaces it (its queue entry is skipped later)
-            self._rows -= len(old[1])
-        self._predictions[key] = value
-        self._order.append((key, value))
-        self._rows += len(scores)
-        while self._rows > self.capacity and len(self._order) > 1:
-            k, v = self._order.popleft()
-            if self._predictions.get(k) is v:
-                del self._predictions[k]
-                self._rows -= len(v[1])
-        if len(self._order) > 2 * len(self._predictions) + 64:  # many replaced ids: drop their stale entries
-            self._order = deque(e for e in self._order if self._predictions.get(e[0]) is e[1])
+        store = self._store(model, version)
+        evicted = store.record((owner, request_id), scores)
+        if evicted and self.on_evict is not None:
+            self.on_evict(model, version, evicted)
 
     def flush(self, background: bool = False) -> int:
         return 0
@@ -142,22 +187,31 @@ class MemoryPredictionLog:
     def close(self) -> None:
         pass
 
-    def add_outcomes(self, model: str, outcomes: Iterable[tuple[str, int, int]]
+    def add_outcomes(self, model: str, outcomes: Iterable[tuple[str, int, int]], owner: str = ""
                      ) -> tuple[list[Match], list[tuple[str, int]]]:
+        """Match (request_id, row, outcome) records to predictions ``owner`` made (newest version
+        first when several versions remember the id)."""
         matched: list[Match] = []
         unknown: list[tuple[str, int]] = []
+        stores = sorted(((v, st) for (m, v), st in self._stores.items() if m == model),
+                        key=lambda e: semver_key(e[0]), reverse=True)
         for request_id, row, outcome in outcomes:
-            found = self._predictions.get((model, request_id))
             row = int(row)
-            if found is None or row >= len(found[1]):
+            found = None
+            for version, st in stores:
+                scores = st.predictions.get((owner, request_id))
+                if scores is not None and row < len(scores):
+                    found = (version, scores)
+                    break
+            if found is None:
                 unknown.append((request_id, row))
                 continue
             m = Match(found[0], request_id, row, float(found[1][row]), int(outcome))
             matched.append(m)
             store = self._outcomes.setdefault((model, m.version), OrderedDict())
-            store.pop((request_id, row), None)  # sending an outcome again replaces it
-            store[(request_id, row)] = (m.score, m.outcome)
-            while len(store) > max(self.capacity, 1):
+            store.pop((owner, request_id, row), None)  # sending an outcome again replaces it
+            store[(owner, request_id, row)] = (m.score, m.outcome)
+            while len(store) > max(self._store(model, m.version).capacity, 1):
                 store.popitem(last=False)
         return matched, unknown
 
@@ -170,12 +224,15 @@ class MemoryPredictionLog:
 
 
 class PredictionLog:
-    """The prediction log in SQLite, shared by processes through a file (see the module doc)."""
+    """The prediction log in SQLite, shared by processes through a file (see the module doc);
+    bounds, owners and versions as MemoryPredictionLog."""
 
     def __init__(self, path: str | None = None, capacity: int = DEFAULT_CAPACITY):
         self.path = path
         self.capacity = int(capacity)
-        self._pending: list[tuple[str, str, str, np.ndarray]] = []
+        self.on_evict = None
+        self._capacities: dict[tuple[str, str], int] = {}
+        self._pending: list[tuple[str, str, str, str, np.ndarray]] = []
         self._pending_rows = 0
         self._lock = threading.Lock()
         self._writer: ThreadPoolExecutor | None = None
@@ -187,16 +244,25 @@ class PredictionLog:
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.executescript(_SCHEMA)
 
-    def _transaction(self, *statements: tuple[str, object, bool]) -> None:
-        """Run (sql, parameters, many) statements in one transaction (caller holds the lock)."""
+    def set_capacity(self, model: str, version: str, capacity: int) -> None:
+        self._capacities[(model, version)] = int(capacity)
+
+    def _capacity(self, model: str, version: str) -> int:
+        return self._capacities.get((model, version), self.capacity)
+
+    def _transaction(self, *statements: tuple[str, object, bool]) -> list[int]:
+        """Run (sql, parameters, many) statements in one transaction (caller holds the lock);
+        returns the rows each changed."""
         self._db.execute("BEGIN IMMEDIATE")
+        changed = []
         try:
             for sql, params, many in statements:
-                (self._db.executemany if many else self._db.execute)(sql, params)
+                changed.append((self._db.executemany if many else self._db.execute)(sql, params).rowcount)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        return changed
 
     def close(self) -> None:
         self.flush()
@@ -207,11 +273,11 @@ class PredictionLog:
 
     # ------------------------------------------------------------------ request path
 
-    def record(self, model: str, version: str, request_id: str | None, scores: np.ndarray) -> None:
+    def record(self, model: str, version: str, request_id: str | None, scores: np.ndarray, owner: str = "") -> None:
         """Remember the scores of one request (rows 0..n-1); cheap: written at the next flush."""
         if not request_id or self.capacity <= 0:
             return
-        self._pending.append((model, version, request_id, scores))
+        self._pending.append((model, version, owner, request_id, scores))
         self._pending_rows += len(scores)
 
     @property
@@ -219,7 +285,7 @@ class PredictionLog:
         return self._pending_rows
 
     def flush(self, background: bool = False) -> int:
-        """Write the buffered scores (one transaction), keeping the newest ``capacity`` rows.
+        """Write the buffered scores (one transaction), keeping the newest rows of each version.
 
         ``background=True`` hands the write to the log's writer thread (SQLite releases the GIL
         while it works) so that the caller's event loop does not stall; writes stay in order.
@@ -230,7 +296,7 @@ class PredictionLog:
             self._wait_for_writer()  # what was handed to the writer thread is in the database after this
         if not pending:
             return 0
-        rows = sum(len(p[3]) for p in pending)
+        rows = sum(len(p[4]) for p in pending)
         if background:
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prediction-log")
@@ -244,25 +310,28 @@ class PredictionLog:
         if last is not None:
             last.result()
 
-    def _write(self, pending: list[tuple[str, str, str, np.ndarray]]) -> None:
-        rows = [(model, rid, i, version, s)
-                for model, version, rid, scores in pending
+    def _write(self, pending: list[tuple[str, str, str, str, np.ndarray]]) -> None:
+        rows = [(model, version, owner, rid, i, s)
+                for model, version, owner, rid, scores in pending
                 for i, s in enumerate(scores.tolist())]
+        versions = sorted({(p[0], p[1]) for p in pending})
+        trims = [(_TRIM, (m, v, self._capacity(m, v)), False) for m, v in versions]
         with self._lock:
-            self._transaction(
-                ("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?)", rows, True),
-                ("DELETE FROM predictions WHERE rowid <= (SELECT max(rowid) FROM predictions) - ?",
-                 (self.capacity,), False))
+            changed = self._transaction(("INSERT OR REPLACE INTO scored VALUES (?, ?, ?, ?, ?, ?)", rows, True), *trims)
+        if self.on_evict is not None:
+            for (m, v), n in zip(versions, changed[1:]):
+                if n > 0:
+                    self.on_evict(m, v, n)
 
     # ------------------------------------------------------------------ outcomes
 
-    def add_outcomes(self, model: str, outcomes: Iterable[tuple[str, int, int]]
+    def add_outcomes(self, model: str, outcomes: Iterable[tuple[str, int, int]], owner: str = ""
                      ) -> tuple[list[Match], list[tuple[str, int]]]:
-        """Match (request_id, row, outcome) records to remembered predictions and store them.
+        """Match (request_id, row, outcome) records to predictions ``owner`` made and store them.
 
         Returns the matches and the (request_id, row) pairs without a remembered prediction
-        (never scored, scored too long ago, or scored less than a flush interval ago by another
-        worker). Sending an outcome again replaces the earlier one.
+        (never scored by this owner, scored too long ago, or scored less than a flush interval ago
+        by another worker). Sending an outcome again replaces the earlier one.
         """
         self.flush()
         matched: list[Match] = []
@@ -270,24 +339,25 @@ class PredictionLog:
         with self._lock:
             cur = self._db.cursor()
             for request_id, row, outcome in outcomes:
-                found = cur.execute("SELECT version, score FROM predictions WHERE model = ? AND request_id = ? "
-                                    "AND row = ?", (model, request_id, int(row))).fetchone()
-                if found is None:
+                found = cur.execute("SELECT version, score FROM scored WHERE model = ? AND owner = ? AND request_id = ? "
+                                    "AND row = ?", (model, owner, request_id, int(row))).fetchall()
+                if not found:
                     unknown.append((request_id, int(row)))
                 else:
-                    matched.append(Match(found[0], request_id, int(row), float(found[1]), int(outcome)))
+                    version, score = max(found, key=lambda f: semver_key(f[0]))
+                    matched.append(Match(version, request_id, int(row), float(score), int(outcome)))
             if matched:
+                versions = sorted({m.version for m in matched})
                 self._transaction(
-                    ("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?, ?, ?)",
-                     [(model, m.version, m.request_id, m.row, m.score, m.outcome) for m in matched], True),
-                    ("DELETE FROM outcomes WHERE rowid <= (SELECT max(rowid) FROM outcomes) - ?",
-                     (max(self.capacity, 1),), False))
+                    ("INSERT OR REPLACE INTO matched VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     [(model, m.version, owner, m.request_id, m.row, m.score, m.outcome) for m in matched], True),
+                    *[(_TRIM_OUTCOMES, (model, v, max(self._capacity(model, v), 1)), False) for v in versions])
         return matched, unknown
 
     def recent_outcomes(self, model: str, version: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """Scores and outcomes of the latest ``limit`` outcomes of one model version."""
         with self._lock:
-            rows = self._db.execute("SELECT score, outcome FROM outcomes WHERE model = ? AND version = ? "
+            rows = self._db.execute("SELECT score, outcome FROM matched WHERE model = ? AND version = ? "
                                     "ORDER BY rowid DESC LIMIT ?", (model, version, int(limit))).fetchall()
         if not rows:
             return np.empty(0), np.empty(0, dtype=np.int64)

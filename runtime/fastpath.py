@@ -1,37 +1,10 @@
-"""The runtime's own request path for V2 ``infer`` of its models, over REST and gRPC.
+"""The runtime's own request path for V2 ``infer`` of its models (REST and gRPC): MLServer's generic
+path costs more than the model itself, so this one answers what it can, exactly as MLServer would.
 
-MLServer 1.7.1 turns every request into pydantic objects, walks FastAPI's routing and
-dependency machinery (REST) or its proto converters (gRPC), its data plane, then turns the
-answer back: for the lead-scoring request shape (nine inputs, five outputs) that costs about
-270 us per request on the benchmark machine before any runtime code runs (docs/performance.md,
-server M). This module answers ``POST /v2/models/<name>[/versions/<v>]/infer`` and the gRPC
-``ModelInfer`` of a loaded, ready InsuranceModel directly: JSON parsed by orjson (the parser
-MLServer itself uses) or the proto read field by field, into the same plain values the pydantic
-models hold; then the very same ``InsuranceModel.score`` (limits, decoding, validation,
-prediction, drift accounting, ``ml_*`` metrics); then the response MLServer would have written.
-
-Kept exactly as on MLServer's path (tests/test_fastpath.py compares both paths byte for byte):
-response bodies, gRPC messages and trailing metadata, the CloudEvents ``ce-*`` headers, request
-ids (a UUID when a REST request has none), 400 / 401 answers, MLServer's own
-``model_infer_request_*`` metrics and ``rest_server_*`` / ``grpc_server_*`` (their middleware and
-interceptor still wrap the call), the model context for custom metrics.
-
-MLServer's path still answers whatever this path does not take: requests it would refuse
-itself (its 422 for a body that is not a V2 request, unknown models, models not ready),
-compressed bodies, models of other runtimes, models with adaptive batching (MLServer's
-batcher), parallel workers (the server process holds no model then), the response cache, and
-every model with ``fast_path: false``.
-
-How it hooks into MLServer (pinned at 1.7.1, like runtime/hardening.py):
-
-* REST: one Starlette route put first in the REST app's routes when a model loads
-  (``RESTServer.add_custom_handlers``, which MLServer calls on every model load). It sits inside
-  the app's middleware (metrics, CORS, gzip, error handling) like MLServer's own routes.
-* gRPC: MLServer registers ``InferenceServicer.ModelInfer`` when the server starts, before any
-  runtime is imported; the method is ``handle_mlserver_error``'s wrapper, which calls the
-  original function through its closure. The closure's cell is pointed at ``model_infer`` below,
-  which hands any request it does not take to the original: MLServer's error handling (status
-  codes, aborts) stays as it is.
+How it hooks into MLServer, what it takes and what it leaves to MLServer, and its measurements:
+docs/performance.md ("The runtime's request path"); tests/test_request_path.py compares both paths.
+Installed by runtime/patches.py only after ``missing_names()`` found nothing missing; any unexpected
+error inside it hands that request to MLServer's path (``ml_fast_path_fallbacks_total``).
 """
 
 from __future__ import annotations
@@ -45,12 +18,13 @@ from mlserver.cloudevents import CloudEventsMiddleware, CloudEventsTypes
 from mlserver.context import model_context
 from mlserver.errors import MLServerError
 from mlserver.grpc import dataplane_pb2 as pb
-from mlserver.grpc.utils import to_headers, to_metadata
+from mlserver.grpc.utils import to_metadata
 from mlserver.raw import unpack
 from mlserver.types import Datatype
 from mlserver.utils import generate_uuid
 from starlette.routing import BaseRoute, Match, NoMatchFound
 
+from .auth import grpc_headers
 from .codec import as_list
 from .hardening import MALFORMED, InvalidRequest, malformed
 
@@ -281,20 +255,35 @@ class RestInfer(BaseRoute):
         raise NoMatchFound(name, params)
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
+        state = _Progress()
+        try:
+            return await self._handle(scope, receive, send, state)
+        except ConnectionAbortedError:  # the client left: nobody to answer
+            return
+        except Exception as e:  # a fault of this path: MLServer's answers instead (never a 500 of ours)
+            if state.answering or state.delegated:
+                raise
+            fell_back(e, self.data_plane, *scope["insurance_target"])
+            return await self._mlserver(scope, _replay(state.body, receive) if state.body is not None else receive,
+                                        send)
+
+    async def _handle(self, scope: dict, receive: Any, send: Any, state: "_Progress") -> None:
         name, version = scope["insurance_target"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         model = fast_model(self.data_plane, name, version)
         if model is None or not _middlewares_known(self.data_plane) \
                 or "content-encoding" in headers or not _json_content(headers.get("content-type")):
+            state.delegated = True
             return await self._mlserver(scope, receive, send)
         limit = model.options.max_request_bytes
         try:
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > DRAIN_FACTOR * limit:
                 raise RequestTooLarge(limit, drained=False)  # not worth reading at all
-            body = await _body(receive, limit)  # never holds more than `limit` bytes
+            body = state.body = await _body(receive, limit)  # never holds more than `limit` bytes
         except RequestTooLarge as e:
             close = () if e.drained else (("connection", "close"),)
+            state.answering = True
             return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), close)
         # resolved again after the last await: a reload or unload may have happened meanwhile
         model = fast_model(self.data_plane, name, version)
@@ -303,19 +292,23 @@ class RestInfer(BaseRoute):
         except orjson.JSONDecodeError:
             request = None
         if request is None:
+            state.delegated = True
             return await self._mlserver(scope, _replay(body, receive), send)
         model.monitoring.fast_path_served()
         try:
             ce, n, outputs, names = infer(self.data_plane, model, name, version, request, headers, True)
-        except MLServerError as e:
-            return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), ())
+        except MLServerError as e:  # headers: e.g. Retry-After of a 429 (runtime/ratelimit.py)
+            state.answering = True
+            return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), getattr(e, "headers", ()))
         types = model.output_types
         answer = {"model_name": model.name, "model_version": model.version, "id": request.id,
                   "parameters": {},
                   "outputs": [{"name": o, "shape": [n], "datatype": types[o], "data": as_list(outputs[o])} for o in names]}
         if model.version is None:
             del answer["model_version"]
-        await _send(send, 200, orjson.dumps(answer), ce.items())
+        body = orjson.dumps(answer)
+        state.answering = True
+        await _send(send, 200, body, ce.items())
 
     async def _mlserver(self, scope: dict, receive: Any, send: Any) -> None:
         for route in self.app.router.routes:
@@ -325,6 +318,37 @@ class RestInfer(BaseRoute):
             if match == Match.FULL:
                 scope.update(child)
                 return await route.handle(scope, receive, send)
+
+
+class _Progress:
+    """How far a REST request got on this path: the body read, handed to MLServer, answer started."""
+
+    __slots__ = ("body", "delegated", "answering")
+
+    def __init__(self):
+        self.body: Optional[bytes] = None
+        self.delegated = self.answering = False
+
+
+_fallback_logged: set = set()
+
+
+def fell_back(error: BaseException, data_plane: Any, name: str, version: Optional[str]) -> None:
+    """Count (and log once per error type) a request handed to MLServer's path after an unexpected error."""
+    key = type(error).__name__
+    if key not in _fallback_logged and len(_fallback_logged) < 100:
+        _fallback_logged.add(key)
+        logger.error("the runtime's request path failed (%s); this request and any like it take MLServer's path",
+                     key, exc_info=error)
+    try:
+        registry = data_plane._model_registry._models.get(name)
+        model = registry._find_model(version) if registry is not None else None
+        if model is not None:  # label values only from a loaded model
+            from .metrics import families
+
+            families().fast_path_fallbacks.labels(model.name, model.version or "").inc()
+    except Exception:  # counting must not fail the request
+        logger.debug("ml_fast_path_fallbacks_total not counted", exc_info=True)
 
 
 def _json_content(content_type: Optional[str]) -> bool:
@@ -421,24 +445,78 @@ _original_model_infer = None
 
 async def model_infer(servicer: Any, request: Any, context: Any) -> Any:
     """InferenceServicer.ModelInfer for the models this path takes, MLServer's otherwise. Runs
-    inside MLServer's handle_mlserver_error: an MLServerError becomes its gRPC status there."""
+    inside MLServer's handle_mlserver_error: an MLServerError becomes its gRPC status there; any
+    other error hands the request to MLServer's path."""
     data_plane = servicer._data_plane
     name, version = request.model_name, request.model_version
-    model = fast_model(data_plane, name, version or None)
-    if model is None or not _middlewares_known(data_plane):
+    try:
+        model = fast_model(data_plane, name, version or None)
+        if model is None or not _middlewares_known(data_plane):
+            model = None
+        else:
+            model.monitoring.fast_path_served()
+            payload = from_proto(request)
+            ce, n, outputs, names = infer(data_plane, model, name, version, payload, grpc_headers(context), False)
+            response = to_proto(model, payload.id, n, outputs, names, bool(request.raw_input_contents))
+    except MLServerError:
+        raise
+    except Exception as e:
+        fell_back(e, data_plane, name, version or None)
+        model = None
+    if model is None:
         return await _original_model_infer(servicer, request, context)
-    model.monitoring.fast_path_served()
-    payload = from_proto(request)
-    ce, n, outputs, names = infer(data_plane, model, name, version, payload, to_headers(context), False)
     if ce:
         context.set_trailing_metadata(to_metadata(ce))
-    return to_proto(model, payload.id, n, outputs, names, bool(request.raw_input_contents))
+    return response
 
 
 # ---- installation -------------------------------------------------------------------------------
 
 _installed = False
 _lock = threading.Lock()
+
+#: Private names of MLServer 1.7.1 this path reads: (module, class or None, attribute, where it is set).
+#: Attributes set in __init__ are looked up in the names __init__'s code assigns.
+PRIVATE_NAMES = (
+    ("mlserver.handlers.dataplane", "DataPlane", "_model_registry", "__init__"),
+    ("mlserver.handlers.dataplane", "DataPlane", "_response_cache", "__init__"),
+    ("mlserver.handlers.dataplane", "DataPlane", "_inference_middleware", "__init__"),
+    ("mlserver.handlers.dataplane", "DataPlane", "_ModelInferRequestDuration", "__init__"),
+    ("mlserver.handlers.dataplane", "DataPlane", "_ModelInferRequestFailure", "__init__"),
+    ("mlserver.handlers.dataplane", "DataPlane", "_ModelInferRequestSuccess", "__init__"),
+    ("mlserver.registry", "MultiModelRegistry", "_models", "__init__"),
+    ("mlserver.registry", "SingleModelRegistry", "_find_model", None),
+    ("mlserver.middleware", "InferenceMiddlewares", "_middlewares", "__init__"),
+    ("mlserver.cloudevents", "CloudEventsMiddleware", "_get_headers", None),
+    ("mlserver.rest.server", "RESTServer", "add_custom_handlers", None),
+    ("mlserver.rest.server", "RESTServer", "_app", "__init__"),
+    ("mlserver.rest.server", "RESTServer", "_data_plane", "__init__"),
+    ("mlserver.grpc.servicers", "InferenceServicer", "_data_plane", "__init__"),
+    ("mlserver.grpc.servicers", "InferenceServicer", "ModelInfer", None),
+)
+
+
+def missing_names() -> list[str]:
+    """The PRIVATE_NAMES this MLServer lacks, and the gRPC wrapper shape this path re-points (empty: all there)."""
+    import importlib
+
+    missing = []
+    for module, cls, attr, where in PRIVATE_NAMES:
+        try:
+            owner = importlib.import_module(module)
+            if cls is not None:
+                owner = getattr(owner, cls)
+            if where is None:
+                ok = hasattr(owner, attr)
+            else:
+                ok = attr in getattr(getattr(owner, where), "__code__").co_names
+        except (ImportError, AttributeError):
+            ok = False
+        if not ok:
+            missing.append(f"{module}.{cls + '.' if cls else ''}{attr}")
+    if not missing and _grpc_cell() is None:
+        missing.append("mlserver.grpc.servicers.InferenceServicer.ModelInfer (the handle_mlserver_error wrapper of 1.7.1)")
+    return missing
 
 
 def install() -> None:
@@ -465,18 +543,28 @@ def _install_rest() -> None:
     RESTServer.add_custom_handlers = add_custom_handlers
 
 
-def _install_grpc() -> None:
-    global _original_model_infer
+def _grpc_cell() -> Any:
+    """The closure cell of handle_mlserver_error's wrapper that holds MLServer's ModelInfer (None if absent)."""
     from mlserver.grpc.servicers import InferenceServicer
 
     wrapper = InferenceServicer.ModelInfer
+    if getattr(wrapper, "_insurance_original", None) is not None:
+        return wrapper._insurance_cell
     closure = getattr(wrapper, "__closure__", None) or ()
     names = getattr(getattr(wrapper, "__code__", None), "co_freevars", ())
     cell = closure[names.index("f")] if "f" in names else None
     original = getattr(cell, "cell_contents", None) if cell is not None else None
-    if original is None or getattr(original, "__qualname__", "") != "InferenceServicer.ModelInfer":
-        logger.warning("gRPC fast path not installed: MLServer's InferenceServicer.ModelInfer is not the "
-                       "1.7.1 wrapper it expects; gRPC requests take MLServer's path")
-        return
-    _original_model_infer = original
-    cell.cell_contents = model_infer
+    if original is None or getattr(original, "__qualname__", "") not in ("InferenceServicer.ModelInfer",
+                                                                          "model_infer"):
+        return None
+    return cell
+
+
+def _install_grpc() -> None:
+    global _original_model_infer
+    cell = _grpc_cell()
+    if cell is None:
+        raise RuntimeError("MLServer's InferenceServicer.ModelInfer is not the 1.7.1 wrapper this path re-points")
+    if cell.cell_contents is not model_infer:
+        _original_model_infer = cell.cell_contents
+        cell.cell_contents = model_infer

@@ -2,10 +2,10 @@
 
 The body is parsed (REST JSON, gRPC message) before these checks, so they bound the work a
 request causes, not the parse: the request body itself is bounded by the gRPC message limit
-(MLSERVER_GRPC_MAX_MESSAGE_LENGTH, 4 MiB by default) and, over REST, by `max_request_bytes` on
-the runtime's request path (runtime/fastpath.py), elsewhere only in front of MLServer
-(docs/security.md). Rows per request are bounded by
-`max_batch_rows` in runtime/codec.py; this module bounds every BYTES element.
+(MLSERVER_GRPC_MAX_MESSAGE_LENGTH, 4 MiB by default, decompressed size included) and, over REST on
+every route, by `max_request_bytes` at the runtime's edge (runtime/edge.py; docs/security.md).
+Rows per request are bounded by `max_batch_rows` in runtime/codec.py; this module bounds every
+BYTES element.
 """
 
 from __future__ import annotations

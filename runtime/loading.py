@@ -48,7 +48,7 @@ def failed(model: Any, error: Exception) -> bool:
     serving = [m for m in list(_loaded) if m is not model and m.name == model.name and m.ready]
     if policy != "not-ready" or serving:
         raise error
-    model.load_error = str(error)
+    model.load_error = getattr(error, "public", None) or str(error)  # the open metadata: no key paths or bytes
     logger.error("model %s %s is NOT READY: %s", model.name, model.version or "", error)
     return False
 

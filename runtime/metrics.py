@@ -1,7 +1,7 @@
 """The runtime's Prometheus metrics (``ml_*``), correct with MLServer parallel workers on or off.
 
-The metric contract is ``observability/contract.py`` (names, types, labels, buckets; a test
-keeps this module equal to it) and docs/observability.md.
+The metrics are built from ``observability/contract.py`` (names, types, labels, buckets, help,
+multi-process modes: one entry there adds a metric) and documented in docs/observability.md.
 
 Where the metrics live, and why not ``mlserver.register``/``mlserver.log``: MLServer 1.7.1
 serves, on its metrics port,
@@ -15,13 +15,9 @@ serves, on its metrics port,
 
 So the metrics here are plain prometheus_client metrics in the default registry, created on
 first use (at the first model load, after MLServer configured the process), which serves both
-modes. In multi-process mode a gauge needs a ``multiprocess_mode``:
-
-* ``ml_model_ready``: ``livemin`` (not ready if any live worker has it not ready);
-* drift gauges: ``liveall``: each worker keeps its own window of the rows it scored, so each
-  exports its own series with a ``pid`` label (the alert and dashboards take ``max``);
-* ``ml_model_performance``: ``livemostrecent``: live metrics come from the outcome store the
-  workers share, so the latest computation by any worker is the current value.
+modes. In multi-process mode a gauge needs a ``multiprocess_mode``; the contract gives each
+gauge's, with the reason (drift gauges ``liveall``: each worker exports the window of the rows
+it scored, with a ``pid`` label, and the alert and dashboards take ``max``).
 
 Drift statistics are computed off the request path: a request only queues its validated batch
 for the window and, if none is pending, schedules a refresh ``drift_refresh_seconds`` later on
@@ -47,6 +43,7 @@ from typing import Any, Optional
 import numpy as np
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
+from observability.contract import ML_METRICS, Metric
 from predictors.business import ACCEPT, ML_APPROVED, ML_REJECTED, ML_REVIEW, REJECT
 from predictors.drift import DriftMonitor
 from predictors.encoding import InputError
@@ -56,13 +53,6 @@ from predictors.spec import CLAIMS_TRIAGE, LEAD_SCORING
 
 logger = logging.getLogger("mlserver.insurance.metrics")
 
-MODEL_LABELS = ("model_name", "model_version")
-#: ml_scoring_latency_seconds: prometheus_client's default buckets; 0.5 is the alert threshold.
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
-#: ml_quoted_price (USD a year): base premiums run from 600 (life) to 4,800 (health).
-PRICE_BUCKETS = (100.0, 250.0, 500.0, 750.0, 1000.0, 1250.0, 1500.0, 2000.0, 2500.0, 3000.0, 4000.0, 5000.0,
-                 6000.0, 8000.0, 10000.0, 15000.0, 25000.0, 50000.0)
 ERROR_TYPES = ("invalid_input", "unknown_input", "internal")
 DECISIONS = {LEAD_SCORING: (ACCEPT, REJECT), CLAIMS_TRIAGE: (ML_APPROVED, ML_REJECTED, ML_REVIEW)}
 TRAINING, LIVE = "training", "live"
@@ -73,39 +63,29 @@ def multiprocess() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+def collector(metric: Metric, registry: Any = REGISTRY) -> Any:
+    """The prometheus_client collector of one contract entry (name, type, labels, help, buckets, mode)."""
+    labels = list(metric.labels)
+    if metric.type == "counter":  # prometheus_client appends _total itself
+        return Counter(metric.name.removesuffix("_total"), metric.help, labels, registry=registry)
+    if metric.type == "histogram":
+        return Histogram(metric.name, metric.help, labels, buckets=metric.buckets, registry=registry)
+    if metric.type == "gauge":
+        return Gauge(metric.name, metric.help, labels, registry=registry,
+                     multiprocess_mode=metric.multiprocess_mode or "all")
+    raise ValueError(f"metric {metric.name}: the runtime builds counters, histograms and gauges, not {metric.type}")
+
+
 class Families:
-    """The metric families of one process (see the module doc for the multi-process modes)."""
+    """The ``ml_*`` collectors of one process: attribute ``key`` of each ML_METRICS entry of the contract."""
 
     def __init__(self, registry: Any = REGISTRY):
-        m, r = MODEL_LABELS, registry
-        self.latency = Histogram(
-            "ml_scoring_latency_seconds", "Time of the predictor's predict() from decode to encode, observed once "
-            "per call, successful or not", m, buckets=LATENCY_BUCKETS, registry=r)
-        self.errors = Counter("ml_scoring_errors_total", "Failed predict() calls by error_type",
-                              m + ("error_type",), registry=r)
-        self.rows = Counter("ml_rows_total", "Rows scored", m, registry=r)
-        self.score = Histogram("ml_prediction_score", "Distribution of the model's score", m,
-                               buckets=SCORE_BUCKETS, registry=r)
-        self.decisions = Counter("ml_decisions_total", "Decisions by value", m + ("decision",), registry=r)
-        self.price = Histogram("ml_quoted_price", "Quoted annual premium in USD (lead scoring)", m,
-                               buckets=PRICE_BUCKETS, registry=r)
-        self.feature_psi = Gauge("ml_feature_drift_psi", "Population stability index of a feature: sliding "
-                                 "window of live rows vs the training reference", m + ("feature",), registry=r,
-                                 multiprocess_mode="liveall")
-        self.feature_ks = Gauge("ml_feature_drift_ks", "Two-sample Kolmogorov-Smirnov statistic of a numeric "
-                                "feature, same window and reference", m + ("feature",), registry=r,
-                                multiprocess_mode="liveall")
-        self.model_psi = Gauge("ml_model_drift_psi", "Max of ml_feature_drift_psi over the model's features", m,
-                               registry=r, multiprocess_mode="liveall")
-        self.performance = Gauge("ml_model_performance", "Model quality: metric roc_auc|precision|recall|f1|"
-                                 "accuracy, source training|live", m + ("metric", "source"), registry=r,
-                                 multiprocess_mode="livemostrecent")
-        self.ready = Gauge("ml_model_ready", "1 while the version is loaded, 0 after unload or a failed load", m,
-                           registry=r, multiprocess_mode="livemin")
-        self.fast_path = Counter("ml_fast_path_requests", "Inference requests answered by the runtime's own "
-                                 "request path (runtime/fastpath.py)", m, registry=r)
-        self.cache_lookups = Counter("ml_prediction_cache_lookups", "Prediction cache lookups by result (hit, "
-                                     "miss)", m + ("result",), registry=r)
+        for metric in ML_METRICS:
+            setattr(self, metric.key, collector(metric, registry))
+
+    def __getattr__(self, key: str) -> Any:  # only reached for a key the contract lacks
+        raise AttributeError(f"no metric with key {key!r} in observability/contract.py ML_METRICS; "
+                             f"keys: {sorted(m.key for m in ML_METRICS)}")
 
 
 _families: Optional[Families] = None
@@ -162,9 +142,13 @@ def prediction_log(path: Optional[str], capacity: int) -> PredictionLog:
     log = _logs.get(path)
     if log is None:
         log = _logs[path] = open_prediction_log(path, capacity)
-    else:
-        log.capacity = max(log.capacity, capacity)
+        log.on_evict = _evicted
     return log
+
+
+def _evicted(model_name: str, version: str, rows: int) -> None:
+    if (model_name, version) in _active:  # label values only from loaded versions
+        families().outcome_evictions.labels(model_name, version).inc(rows)
 
 
 # ---- per loaded model --------------------------------------------------------------------------
@@ -224,6 +208,9 @@ class ModelMonitoring:
         self.decisions = {d: f.decisions.labels(*lv, d) for d in DECISIONS.get(predictor.task, ())}
         self.price = f.price.labels(*lv) if "price" in predictor.outputs else None
         self.ready = f.ready.labels(*lv)
+        if auth is not None and auth.enabled:  # at 0 from load, so rate() sees the first failure
+            for reason in auth.reasons:
+                f.auth_failures.labels(name, reason)
         self.fast_path_served = f.fast_path.labels(*lv).inc  # called once per request by runtime/fastpath.py
         cache = getattr(predictor, "cache", None)
         if cache is not None:  # prediction cache on: hit ratio = hit / (hit + miss)
@@ -258,6 +245,7 @@ class ModelMonitoring:
         if options.outcomes_capacity > 0:
             try:
                 self.log = prediction_log(options.outcomes_db, options.outcomes_capacity)
+                self.log.set_capacity(name, version, options.outcomes_capacity)  # each version its own bound
             except Exception as e:  # monitoring never keeps a model from serving
                 logger.error("model %s %s: outcome store unavailable, live performance is off: %s", name, version, e)
         if self.log is not None:
@@ -274,8 +262,9 @@ class ModelMonitoring:
     def scoring(self) -> Scoring:
         return Scoring(self)
 
-    def observe(self, request_id: Optional[str], prediction: Any) -> None:
-        """A successful predict(): rows, scores, decisions, prices, drift window, outcome store."""
+    def observe(self, request_id: Optional[str], prediction: Any, owner: str = "") -> None:
+        """A successful predict(): rows, scores, decisions, prices, drift window, outcome store
+        (under `owner`: runtime/auth.py's Principal.owner, "" with authentication off)."""
         try:
             out = prediction.outputs
             batch = prediction.batch
@@ -292,7 +281,7 @@ class ModelMonitoring:
                     self._decision(value).inc(count)
             self.drift.update(batch)
             if self.log is not None:
-                self.log.record(self.name, self.version, request_id, scores)
+                self.log.record(self.name, self.version, request_id, scores, owner)
             self._dirty = True
             self._schedule()
         except Exception:  # never fail a scored request for its metrics

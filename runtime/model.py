@@ -12,15 +12,14 @@ from mlserver.utils import get_model_uri
 from predictors import BundleError, InputError, load_config, load_predictor
 from predictors.reasons import OUTPUT as REASONS, Reasons, ReasonsOptions
 from predictors.signing import load_public_keys, verify_bundle
+from predictors.versions import semver_key
 
-from . import codec, decision_log, fastpath, hardening, limits, loading, metrics
+from . import codec, decision_log, limits, loading, metrics, patches, ratelimit
 from . import outcomes as outcomes_api
 from .auth import Authenticator
 from .settings import RuntimeSettings
 
-hardening.install()  # MLServer 1.7.1 gRPC fixes (401 -> UNAUTHENTICATED, malformed raw contents -> 400, ...)
-loading.install()  # parallel workers report a bundle that failed to load as not ready
-fastpath.install()  # the runtime's own V2 infer path (REST, gRPC) for its models: runtime/fastpath.py
+patches.install()  # every MLServer/uvicorn patch and the runtime's request path, from one place: runtime/patches.py
 
 
 class InvalidInput(MLServerError):
@@ -31,8 +30,11 @@ class InvalidInput(MLServerError):
 
 
 class ModelLoadError(MLServerError):
-    def __init__(self, msg: str):
+    """`public`: what the open model metadata may show (parameters.load_error); default the message."""
+
+    def __init__(self, msg: str, public: Optional[str] = None):
         super().__init__(msg, status_code=500)
+        self.public = public
 
 
 class InsuranceModel(MLModel):
@@ -48,16 +50,34 @@ class InsuranceModel(MLModel):
             return loading.failed(self, e)
 
     async def metadata(self) -> MetadataModelResponse:
-        return loading.metadata(self, await super().metadata())
+        meta = loading.metadata(self, await super().metadata())
+        # OIP model metadata: MLServer answers `versions: []` and `platform: ""` unless model-settings set them.
+        predictor = getattr(self, "predictor", None)
+        if not meta.platform and predictor is not None:
+            meta.platform = predictor.manifest.get("framework", "")
+        if not meta.versions:
+            meta.versions = sorted(metrics.active(self.name), key=semver_key)
+        return meta
 
     async def _load(self) -> bool:
         extra = (self._settings.parameters.extra if self._settings.parameters else None) or {}
         try:
             self.options = RuntimeSettings(**extra)
+        except ValueError as e:
+            raise ModelLoadError(f"model {self.name} {self.version}: {e}") from e
+        try:  # key files: paths and contents stay in the log, out of the open metadata
             self.auth = Authenticator(self.options)
+            self.rate_policy = ratelimit.Policy(self.options)
+            keys = (load_public_keys(self.options.bundle_public_key_file)
+                    if self.options.bundle_public_key_file is not None else None)
+        except (ValueError, OSError) as e:
+            raise ModelLoadError(f"model {self.name} {self.version}: {e}",
+                                 public=f"model {self.name} {self.version}: a credential or key file could not be "
+                                        f"read ({type(e).__name__}); the reason is in the server log") from e
+        try:
             folder = await get_model_uri(self._settings)
-            if self.options.bundle_public_key_file is not None:
-                verify_bundle(folder, load_public_keys(self.options.bundle_public_key_file))
+            if keys is not None:
+                verify_bundle(folder, keys)
             self.predictor = load_predictor(folder, load_config(self.options.config_path),
                                             threshold=self.options.decision_threshold)
             if self.options.compiled_trees and hasattr(self.predictor, "use_compiled_trees"):
@@ -80,6 +100,7 @@ class InsuranceModel(MLModel):
         self.inputs, self.outputs = codec.metadata(self.predictor.features, self.output_types)
         self.monitoring = metrics.ModelMonitoring(self.name, bundle_version, self.predictor, self.options,
                                                   auth=self.auth)
+        self.monitoring.rate_policy = self.rate_policy  # the outcomes endpoint's rate limit (runtime/outcomes.py)
         return True
 
     async def unload(self) -> bool:
@@ -93,23 +114,25 @@ class InsuranceModel(MLModel):
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         """MLServer's request path (and parallel workers, adaptive batching)."""
-        self.auth.check(payload, self.name)  # 401 before anything of the request is read
+        principal = self.auth.check(payload, self.name)  # 401/403 before anything of the request is read
+        self.rate_policy.admit(principal, self.name)  # 429
         with self.monitoring.scoring():  # latency observed for every call, errors counted by type
             params = payload.parameters.model_extra if payload.parameters is not None else None
             wanted = [o.name for o in payload.outputs] if payload.outputs else None
-            n, outputs, names = self.score(payload, params, wanted)
+            n, outputs, names = self.score(payload, params, wanted, principal.owner if principal else "")
             return codec.encode(self.name, self.version, payload.id, n, outputs, self.output_types, names)
 
     def infer_plain(self, request: Any, headers: Optional[Mapping[str, Any]]) -> tuple[int, dict, list[str]]:
         """The runtime's own request path (runtime/fastpath.py): the same checks and outputs as
         predict(), on a request already decoded to plain Python (`id`, `inputs`, `parameters`,
         `outputs`) and its HTTP headers / gRPC metadata."""
-        self.auth.check_headers(headers, self.name)
+        principal = self.auth.check_headers(headers, self.name)
+        self.rate_policy.admit(principal, self.name)
         with self.monitoring.scoring():
-            return self.score(request, request.parameters, request.outputs)
+            return self.score(request, request.parameters, request.outputs, principal.owner if principal else "")
 
-    def score(self, request: Any, parameters: Optional[Mapping[str, Any]], wanted: Optional[Sequence[str]]
-              ) -> tuple[int, dict, list[str]]:
+    def score(self, request: Any, parameters: Optional[Mapping[str, Any]], wanted: Optional[Sequence[str]],
+              owner: str = "") -> tuple[int, dict, list[str]]:
         """Limits, decoding, prediction and accounting of one request: rows, outputs, output names."""
         try:
             limits.check(request, self.options.max_string_bytes)
@@ -122,7 +145,7 @@ class InsuranceModel(MLModel):
                 outputs = {**outputs, REASONS: self.reasons.compute(prediction, raw, k)}
         except InputError as e:
             raise InvalidInput(e) from e
-        self.monitoring.observe(request.id, prediction)
+        self.monitoring.observe(request.id, prediction, owner)  # owner: whose outcomes may match it
         if self.decision_log is not None:
             self.decision_log.write(request.id, n, raw, prediction.outputs, outputs.get(REASONS))
         return n, outputs, names

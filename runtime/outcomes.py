@@ -14,7 +14,9 @@ resulting live metrics per model version (``ml_model_performance{source="live"}`
 The endpoint is an MLServer custom handler (REST only; MLServer 1.7.1 has none for gRPC). In
 parallel-worker mode MLServer hands the call to one worker; the store is shared by the workers
 (predictors/outcomes.py), so any worker can match it. With authentication configured
-(docs/security.md) it takes the same credentials as inference.
+(docs/security.md) it needs a credential with the ``outcomes`` role (ground truth moves the live
+ROC-AUC and the A/B verdict), and an outcome matches only predictions made under the same
+credential or tenant (``Principal.owner``): ids of other clients come back ``unknown``.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the handler's annotations, and with
@@ -26,6 +28,8 @@ from fastapi import Body, Header
 from mlserver.errors import MLServerError
 from mlserver.handlers import custom_handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from predictors.versions import newest as newest_version
 
 from . import metrics
 
@@ -82,20 +86,21 @@ def receive(model_name: str, body: Any, headers: Optional[dict[str, Any]] = None
     versions = metrics.active(model_name)
     if not versions:
         raise ModelNotServed(f"model '{model_name}' is not loaded here")
-    newest = versions[max(versions)]
+    newest = versions[newest_version(versions)]  # semver order: 1.10.0 after 1.9.0
+    principal = None
     if newest.auth is not None and newest.auth.enabled:
-        from .auth import Unauthenticated, count_failure
+        from .auth import OUTCOMES
 
-        try:
-            newest.auth.authenticate(headers or {})
-        except Unauthenticated as e:
-            count_failure(model_name, e.reason)
-            raise
+        principal = newest.auth.check_headers(headers or {}, model_name, OUTCOMES)  # 401 / 403, counted
+    policy = getattr(newest, "rate_policy", None)
+    if policy is not None:
+        policy.admit(principal, model_name)  # 429
     body = parse(body)  # after authentication: nothing of an unauthenticated body is looked at
     log = newest.log
     if log is None:
         raise OutcomesUnavailable(f"model '{model_name}': outcomes are turned off (outcomes_capacity 0)")
-    matched, unknown = log.add_outcomes(model_name, ((o.id, o.row, o.outcome) for o in body.outcomes))
+    owner = principal.owner if principal is not None else ""
+    matched, unknown = log.add_outcomes(model_name, ((o.id, o.row, o.outcome) for o in body.outcomes), owner)
     live = {}
     for version in sorted({m.version for m in matched}):
         monitoring = versions.get(version)

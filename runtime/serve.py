@@ -2,6 +2,8 @@
 every bundle in it is ready, print example requests, and stay in the foreground.
 
 MLServer reads the server settings from REPOSITORY/settings.json and MLSERVER_* variables.
+``start_mlserver`` and ``wait_ready`` are also how the tests (tests/conftest.py) and the benchmark
+(bench/servers.py) start a server and wait for it: one implementation.
 """
 
 from __future__ import annotations
@@ -10,20 +12,18 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable, Optional, Sequence
 
-EXAMPLE_ROW = {
-    "age": ("INT64", 34), "driving_years": ("INT64", 15), "vehicle_age": ("INT64", 3),
-    "annual_mileage": ("INT64", 12000), "vehicle_make": ("BYTES", "toyota"),
-    "vehicle_model": ("BYTES", "sedan"), "usage_type": ("BYTES", "commute"),
-    "occupation": ("BYTES", "senior teacher"), "location": ("BYTES", "suburban springfield"),
-}
+from predictors import examples
 
+MLSERVER = Path(sys.executable).with_name("mlserver")
 
 def bundles(repository: Path) -> list[tuple[str, str | None]]:
     """(name, version) of every model-settings.json under the repository."""
@@ -46,16 +46,66 @@ def server_address(repository: Path) -> tuple[str, int, int, int]:
 
 
 def example_request() -> str:
-    inputs = [{"name": k, "shape": [1], "datatype": dt, "data": [v]} for k, (dt, v) in EXAMPLE_ROW.items()]
-    return json.dumps({"inputs": inputs})
+    return json.dumps(examples.v2_request("auto", rows=1))
 
 
-def is_ready(url: str) -> bool:
+def is_ready(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.status == 200
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def local_settings(**overrides) -> dict:
+    """settings.json of a server on free loopback ports, models loaded at start-up, no workers."""
+    return {"host": "127.0.0.1", "http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port(),
+            "parallel_workers": 0, "debug": False, "load_models_at_startup": True, **overrides}
+
+
+def start_mlserver(repository: Path, *, settings: Optional[dict] = None, cwd: Optional[Path] = None,
+                   log: Optional[Path] = None, env: Optional[dict] = None,
+                   new_session: bool = False) -> subprocess.Popen:
+    """`mlserver start REPOSITORY` with one OpenMP thread; `settings`, if given, written to
+    REPOSITORY/settings.json first; output to `log` (else inherited)."""
+    if settings is not None:
+        (repository / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+    out = log.open("w") if log is not None else None
+    return subprocess.Popen([str(MLSERVER), "start", str(repository)], cwd=cwd,
+                            env={"OMP_NUM_THREADS": "1", **os.environ, **(env or {})},
+                            stdout=out, stderr=subprocess.STDOUT if out is not None else None,
+                            start_new_session=new_session)
+
+
+class NotReady(RuntimeError):
+    """The server exited (``returncode`` set) or was not ready by the deadline (``pending`` URLs)."""
+
+    def __init__(self, message: str, returncode: Optional[int] = None, pending: Sequence[str] = ()):
+        super().__init__(message)
+        self.returncode, self.pending = returncode, list(pending)
+
+
+def wait_ready(process: subprocess.Popen, urls: Sequence[str], timeout: float, *, interval: float = 0.2,
+               also: Optional[Callable[[], bool]] = None) -> float:
+    """Poll until every URL answers 200 (and `also()` holds); return the seconds it took. Raise
+    NotReady if the process exits first or at the deadline (the process is left to the caller)."""
+    started = time.monotonic()
+    pending = list(urls)
+    while True:
+        if process.poll() is not None:
+            raise NotReady(f"exited with {process.returncode}", process.returncode, pending)
+        pending = [u for u in pending if not is_ready(u)]
+        if not pending and (also is None or also()):
+            return time.monotonic() - started
+        if time.monotonic() - started >= timeout:
+            raise NotReady(f"not ready in {timeout:.0f} s: {', '.join(pending) or 'extra check'}", None, pending)
+        time.sleep(interval)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,29 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     host, http_port, grpc_port, metrics_port = server_address(repository)
     local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     base = f"http://{local}:{http_port}"
-    env = {"OMP_NUM_THREADS": "1", **os.environ}
-    mlserver = Path(sys.executable).with_name("mlserver")
-    start = time.monotonic()
     # Own process group, so Ctrl-C reaches MLServer only as the SIGTERM below (a clean shutdown;
     # MLServer 1.7.1 prints a CancelledError traceback on SIGINT).
-    child = subprocess.Popen([str(mlserver), "start", str(repository)], env=env, start_new_session=True)
+    child = start_mlserver(repository, new_session=True)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _signum, _frame: child.terminate())
 
-    pending = list(models)
-    while pending and child.poll() is None and time.monotonic() - start < args.timeout:
-        pending = [(n, v) for n, v in pending
-                   if not is_ready(f"{base}/v2/models/{n}/versions/{v}/ready" if v else f"{base}/v2/models/{n}/ready")]
-        if pending:
-            time.sleep(0.2)
-    if child.poll() is not None:
-        print(f"error: MLServer exited with code {child.returncode} (see its log above)", file=sys.stderr)
-        return child.returncode or 1
-    if pending:
-        print(f"warning: not ready after {args.timeout:.0f} s: {', '.join(f'{n} {v}' for n, v in pending)}",
-              file=sys.stderr)
+    urls = [f"{base}/v2/models/{n}/versions/{v}/ready" if v else f"{base}/v2/models/{n}/ready" for n, v in models]
+    try:
+        seconds = wait_ready(child, urls, args.timeout)
+    except NotReady as e:
+        if e.returncode is not None:
+            print(f"error: MLServer exited with code {e.returncode} (see its log above)", file=sys.stderr)
+            return e.returncode or 1
+        print(f"warning: not ready after {args.timeout:.0f} s: {', '.join(e.pending)}", file=sys.stderr)
     else:
-        print(f"\nReady in {time.monotonic() - start:.1f} s: "
+        print(f"\nReady in {seconds:.1f} s: "
               f"{', '.join(f'{n} {v}' for n, v in models)}\n"
               f"  HTTP    {base}/v2/models/<name>/infer   (and /versions/<semver>/infer)\n"
               f"  gRPC    {local}:{grpc_port}\n"

@@ -7,11 +7,33 @@ variables, then to the defaults below.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+#: Largest request body (REST, after decoding Content-Encoding), as MLServer's gRPC message limit.
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+
+#: Roles a credential can hold (runtime/auth.py); without any marked it holds "inference" only.
+ROLES = ("inference", "outcomes", "admin")
+
+
+def parse_rate(text: Any) -> tuple[float, float]:
+    """'<per second>[/<burst>]' -> (rate, burst); burst defaults to max(rate, 1)."""
+    per_s, _, burst = str(text).partition("/")
+    try:
+        rate = float(per_s)
+        size = float(burst) if burst else max(rate, 1.0)
+    except ValueError:
+        raise ValueError("a rate is '<requests per second>[/<burst>]', e.g. '10/20'") from None
+    if not (rate >= 0 and size >= 1 and math.isfinite(rate) and math.isfinite(size)):
+        raise ValueError("a rate needs requests per second >= 0 and a burst >= 1")
+    return rate, size
 
 
 class RuntimeSettings(BaseSettings):
@@ -66,13 +88,33 @@ class RuntimeSettings(BaseSettings):
     jwt_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
     #: Clock skew allowed when checking `exp` / `nbf` / `iat`, in seconds.
     jwt_leeway_seconds: float = Field(30.0, ge=0.0)
+    #: JWT claim with the caller's roles (a list, or a space/comma separated string): `inference`, `outcomes`,
+    #: `admin`; a token naming none of them is an inference credential.
+    jwt_roles_claim: str = Field("roles", min_length=1)
+    #: JWT claim naming the caller's tenant: outcomes match predictions of the same tenant (default: of the
+    #: same subject only).
+    jwt_tenant_claim: Optional[str] = None
+    #: Serve FastAPI's generated /openapi.json (every route of the server). Off by default; the swagger pages
+    #: (/v2/docs, which load swagger-ui from a CDN) are never served; the packaged OIP schema
+    #: /v2/docs/dataplane.json always is.
+    openapi: bool = False
+
+    # ---- rate limits (runtime/ratelimit.py; docs/security.md) ------------------------------------
+    #: Requests per second each credential (API key, JWT subject; the whole server with authentication off)
+    #: may send to the models, as a token bucket; 0 (the default) and no rate_limit_roles / key `rate=`: off.
+    rate_limit: float = Field(0.0, ge=0.0)
+    #: Bucket size of rate_limit (requests at once after a quiet period); default: max(rate_limit, 1).
+    rate_limit_burst: Optional[float] = Field(None, ge=1.0)
+    #: Per role instead of rate_limit, JSON, e.g. {"outcomes": "5/10", "admin": "1/5"} ("<per second>/<burst>");
+    #: a credential with several roles gets the highest. A key's own `rate=` in the keys file wins over both.
+    rate_limit_roles: dict[str, str] = Field(default_factory=dict)
     #: Longest BYTES element (a categorical or text value) of a request, in bytes; longer gets a 400
     #: naming the input and row. Bounds the work per request together with max_batch_rows.
     max_string_bytes: int = Field(16_384, ge=1)
-    #: Largest REST inference body, in bytes (as MLServer's gRPC message limit, 4 MiB by default): a larger
-    #: one gets a 413 naming the limit before it is read. Applies where the runtime's request path answers
-    #: (`fast_path`); MLServer's own routes have no limit (docs/security.md).
-    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1)
+    #: Largest REST inference body of this model, in bytes, on the runtime's request path (`fast_path`): a
+    #: larger one gets a 413 naming the limit. Every POST route of the server is also bounded by the server-wide
+    #: EdgeSettings.max_request_bytes (same variable, INSURANCE_MAX_REQUEST_BYTES), decoded size included.
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1)
     #: PEM file with Ed25519 public key(s): when set, a bundle loads only if its manifest.sig is a valid
     #: signature of its manifest.json by one of them (`python -m predictors.signing`).
     bundle_public_key_file: Optional[Path] = None
@@ -118,6 +160,15 @@ class RuntimeSettings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @field_validator("rate_limit_roles")
+    @classmethod
+    def _rate_roles(cls, value):
+        for role, rate in value.items():
+            if role not in ROLES:
+                raise ValueError(f"rate_limit_roles: unknown role {role!r} (roles: {', '.join(ROLES)})")
+            parse_rate(rate)
+        return value
+
     @model_validator(mode="after")
     def _check_jwt(self):
         if self.jwt_public_key_file is None and self.jwt_jwks_file is None:
@@ -132,3 +183,23 @@ class RuntimeSettings(BaseSettings):
             raise ValueError(f"jwt_algorithms {bad or '[]'}: only asymmetric algorithms are accepted "
                              f"({', '.join(ASYMMETRIC_ALGORITHMS)})")
         return self
+
+
+class EdgeSettings(BaseSettings):
+    """Server-wide limits of the serving edge (runtime/edge.py), applied before any model is known:
+    read once at start-up from INSURANCE_* variables (not per model). docs/security.md."""
+
+    model_config = SettingsConfigDict(env_prefix="INSURANCE_", extra="ignore", hide_input_in_errors=True)
+
+    #: Largest REST body on every POST route, in bytes, counted as received and again after decoding
+    #: `Content-Encoding: gzip` (decoded as it arrives, never past the limit): 413 naming this setting.
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1)
+    #: Most header lines of one HTTP request; more gets a 431 before any header is parsed.
+    max_header_count: int = Field(100, ge=1)
+    #: Most bytes of the header lines of one HTTP request (request line excluded); more gets a 431.
+    max_header_bytes: int = Field(64 * 1024, ge=256)
+    #: Longest request target (path and query), in bytes; longer gets a 414.
+    max_url_bytes: int = Field(8 * 1024, ge=64)
+    #: Seconds a client may take from connecting (or from the end of its previous request) to the end of
+    #: its request headers; slower connections are answered 408 and closed (slow-header floods).
+    header_timeout_seconds: float = Field(10.0, gt=0.0)

@@ -1,4 +1,4 @@
-"""Shared fixtures: config, shipped bundles, V2 requests from testdata, and a real MLServer.
+"""Shared fixtures: config, shipped bundles, V2 requests of the example rows, and a real MLServer.
 
 The server fixture starts the real `mlserver` executable on free loopback ports, serving a
 copy of the shipped repository (plus a second `auto` version trained into tmp) from a
@@ -7,14 +7,9 @@ temporary folder: tests never write into the repository.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +19,12 @@ import pytest
 # shared 2-core machine, OpenMP's spinning threads slow training down by an order of magnitude.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from predictors.examples import v2_request  # noqa: E402
 from predictors.spec import load_config  # noqa: E402
+from runtime.serve import NotReady, free_port, is_ready, local_settings, start_mlserver, wait_ready  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
-TESTDATA = Path(__file__).with_name("testdata")
-MLSERVER = Path(sys.executable).with_name("mlserver")
 
 
 @pytest.fixture(scope="session")
@@ -50,13 +45,8 @@ def shipped_bundle(name: str) -> Path:
 
 
 def request_json(name: str) -> dict:
-    return json.loads((TESTDATA / f"{name}.json").read_text())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A V2 request of three example rows of the vertical (predictors/examples/)."""
+    return v2_request(name)
 
 
 @dataclass
@@ -77,11 +67,7 @@ class Server:
         return f"127.0.0.1:{self.grpc_port}"
 
     def ready(self, path: str = "/v2/health/ready") -> bool:
-        try:
-            with urllib.request.urlopen(self.http + path, timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        return is_ready(self.http + path, timeout=2)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -90,25 +76,17 @@ class Server:
 def start_server(repository: Path, workdir: Path, expect: list[str], extra_settings: dict | None = None,
                  env: dict | None = None, timeout: float = 90.0) -> Server:
     """Start `mlserver start repository` on free ports; wait until every path in `expect` answers 200."""
-    ports = [free_port() for _ in range(3)]
-    settings = {"host": "127.0.0.1", "http_port": ports[0], "grpc_port": ports[1], "metrics_port": ports[2],
-                "parallel_workers": 0, "debug": False, "load_models_at_startup": True,
-                **(extra_settings or {})}
-    (repository / "settings.json").write_text(json.dumps(settings))
+    settings = local_settings(**(extra_settings or {}))
+    ports = [settings[k] for k in ("http_port", "grpc_port", "metrics_port")]
     log = workdir / f"mlserver-{ports[0]}.log"
-    process = subprocess.Popen([str(MLSERVER), "start", str(repository)], cwd=workdir,
-                               stdout=log.open("w"), stderr=subprocess.STDOUT,
-                               env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    process = start_mlserver(repository, settings=settings, cwd=workdir, log=log, env=env)
     server = Server(process, *ports, repository=repository, log=log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlserver exited with {process.returncode}:\n{server.log_text()[-4000:]}")
-        if all(server.ready(path) for path in expect):
-            return server
-        time.sleep(0.25)
-    stop_server(server)
-    raise RuntimeError(f"mlserver not ready in {timeout} s:\n{server.log_text()[-4000:]}")
+    try:
+        wait_ready(process, [server.http + path for path in expect], timeout, interval=0.25)
+    except NotReady as e:
+        stop_server(server)
+        raise RuntimeError(f"mlserver {e}:\n{server.log_text()[-4000:]}") from e
+    return server
 
 
 def stop_process(process: subprocess.Popen, grace: float = 20.0) -> None:

@@ -1,4 +1,4 @@
-"""runtime/metrics.py and predictors/outcomes.py without a server: the metric contract, bulk
+"""runtime/metrics.py and predictors/outcomes.py without a server: families built from the contract, bulk
 histogram observation, error types, the lifecycle of one model's series, outcome matching and
 the rolling quality metrics. (Against a real MLServer and Prometheus, in both worker modes:
 tests/observability/test_prometheus_integration.py.)"""
@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from observability.contract import ML_METRICS
+from observability.contract import ML_METRICS, SCORE_BUCKETS, Metric
 from predictors import InputError, load_predictor
 from predictors.outcomes import MemoryPredictionLog, PredictionLog, open_prediction_log, quality, roc_auc
 from runtime import metrics
@@ -36,33 +36,51 @@ def test_runtime_helpers_import_without_mlserver():
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
-def test_families_match_the_contract():
-    fam = metrics.Families(CollectorRegistry())
-    built = {}
-    for collector in vars(fam).values():
-        desc = list(collector.describe())[0]
-        name = desc.name + "_total" if desc.type == "counter" else desc.name
-        built[name] = (desc.type, tuple(collector._labelnames),
-                       tuple(collector._upper_bounds[:-1]) if desc.type == "histogram" else None)
-    contract = {m.name: (m.type, m.labels, tuple(m.buckets) if m.buckets else None) for m in ML_METRICS}
-    assert built == contract
-    assert 0.5 in metrics.LATENCY_BUCKETS
+def test_a_contract_entry_is_all_it_takes_to_export_a_metric():
+    """runtime/metrics.py builds each collector from its contract entry: a new entry (here one that is
+    not in the contract) is exported with the entry's name, type, help, labels, buckets and mode."""
+    registry = CollectorRegistry()
+    entries = [Metric("ml_unit_total", "counter", ("model_name",), "Unit counter."),
+               Metric("ml_unit_seconds", "histogram", ("model_name",), "Unit histogram.", (0.1, 1.0)),
+               Metric("ml_unit_gauge", "gauge", ("model_name",), "Unit gauge.", multiprocess_mode="livemax")]
+    built = [metrics.collector(m, registry) for m in entries]
+    for collector in built:
+        collector.labels("auto")
+    exported = {f.name: f for f in registry.collect()}
+    assert {(f.name, f.type, f.documentation) for f in exported.values()} == {
+        ("ml_unit", "counter", "Unit counter."), ("ml_unit_seconds", "histogram", "Unit histogram."),
+        ("ml_unit_gauge", "gauge", "Unit gauge.")}
+    assert [s.labels["le"] for s in exported["ml_unit_seconds"].samples if s.name.endswith("_bucket")] == [
+        "0.1", "1.0", "+Inf"]
+    assert built[2]._multiprocess_mode == "livemax"
 
 
-def test_gauges_have_a_multiprocess_mode():
+def test_every_contract_metric_is_a_family_attribute():
     fam = metrics.Families(CollectorRegistry())
-    modes = {g._name: g._multiprocess_mode for g in (fam.feature_psi, fam.feature_ks, fam.model_psi,
-                                                     fam.performance, fam.ready)}
-    assert modes == {"ml_feature_drift_psi": "liveall", "ml_feature_drift_ks": "liveall",
-                     "ml_model_drift_psi": "liveall", "ml_model_performance": "livemostrecent",
-                     "ml_model_ready": "livemin"}
+    assert {m.key: m.name for m in ML_METRICS} == {
+        key: (c._name + "_total" if c._type == "counter" else c._name) for key, c in vars(fam).items()}
+    with pytest.raises(AttributeError, match="no metric with key 'latncy'"):
+        fam.latncy
+
+
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({"name": "ml_x", "type": "counter"}, "ends in _total"),
+    ({"name": "ml_x", "type": "gauge", "buckets": (1.0,)}, "buckets are for a histogram"),
+    ({"name": "ml_x", "type": "histogram", "buckets": (1.0, 0.5)}, "increasing"),
+    ({"name": "ml_x", "type": "gauge", "multiprocess_mode": "newest"}, "multiprocess_mode"),
+    ({"name": "ml_x_total", "type": "counter", "multiprocess_mode": "max"}, "multiprocess_mode"),
+    ({"name": "ml_x", "type": "meter"}, "type 'meter'"),
+])
+def test_contract_refuses_an_inconsistent_entry(kwargs, problem):
+    with pytest.raises(ValueError, match=problem):
+        Metric(labels=("model_name",), help="x", **kwargs)
 
 
 @pytest.mark.parametrize("n", [1, 5, 9, 1000])
 def test_observe_many_equals_observe(n):
     registry = CollectorRegistry()
-    one = Histogram("one", "x", buckets=metrics.SCORE_BUCKETS, registry=registry)
-    many = Histogram("many", "x", buckets=metrics.SCORE_BUCKETS, registry=registry)
+    one = Histogram("one", "x", buckets=SCORE_BUCKETS, registry=registry)
+    many = Histogram("many", "x", buckets=SCORE_BUCKETS, registry=registry)
     rng = np.random.default_rng(n)
     values = np.concatenate([rng.random(n), [0.0, 0.05, 0.5, 1.0]])  # bucket bounds are inclusive
     for v in values:
@@ -274,10 +292,11 @@ def test_memory_log_counts_rows_not_requests():
     log.record("auto", "1.0.0", "r9", np.array([0.1, 0.2]))  # the same id again replaces it
     matched, unknown = log.add_outcomes("auto", [(f"r{i}", 0, 1) for i in range(10)])
     assert [m.request_id for m in matched] == ["r7", "r8", "r9"] and matched[-1].score == 0.1
-    assert log._rows == 4
+    store = log._stores[("auto", "1.0.0")]
+    assert store.rows == 4
     for i in range(1000):  # a caller that always sends the same id does not grow the log
         log.record("auto", "1.0.0", "same", np.array([0.5]))
-    assert len(log._order) < 100 and log._rows == 4
+    assert len(store.order) < 100 and store.rows == 4
 
 
 @pytest.mark.parametrize("name", ["home", "health", "life", "claims"])

@@ -123,13 +123,13 @@ def test_errors_answer_identically(pair):
         broken(lambda b: b.update(id="a" * 300)),
         broken(lambda b: b.update(inputs=[])),
         broken(lambda b: b["inputs"][0].update(shape=["3"])),  # pydantic would coerce: MLServer's path answers
-        broken(lambda b: b["inputs"][0].update(datatype="FP128")),  # MLServer's 422
+        broken(lambda b: b["inputs"][0].update(datatype="FP128")),  # MLServer's schema: 400 {"error"}
         broken(lambda b: b.pop("inputs")),
     ]
     statuses = [same_rest(pair, "/v2/models/auto/infer", body) for body in cases]
-    assert statuses[:8] == [400] * 8 and set(statuses[8:]) <= {200, 400, 422}
-    assert same_rest(pair, "/v2/models/auto/infer", b"{not json") == 422
-    assert same_rest(pair, "/v2/models/auto/infer", auto, {"Content-Type": "text/plain"}) == 422
+    assert statuses[:8] == [400] * 8 and set(statuses[8:]) <= {200, 400}
+    assert same_rest(pair, "/v2/models/auto/infer", b"{not json") == 400  # OIP {"error"}, not FastAPI's 422
+    assert same_rest(pair, "/v2/models/auto/infer", auto, {"Content-Type": "text/plain"}) == 400
     assert same_rest(pair, "/v2/models/nope/infer", auto) == 404
     assert same_rest(pair, "/v2/models/auto/versions/9.9.9/infer", auto) == 404
 
@@ -306,5 +306,111 @@ def test_bodies_over_max_request_bytes_get_413_and_others_still_pass(tmp_path):
         assert status == 413 and "max_request_bytes" in answer["error"]
         assert send(small)[0] == 200
         assert send(small, chunked=True)[0] == 200
+    finally:
+        stop_server(srv)
+
+
+# ---- fallback to MLServer's path (issue 12 item 5) ----------------------------------------------
+# Faults are injected into a real server process through a sitecustomize module on its PYTHONPATH
+# (run by Python at start-up, before MLServer imports anything of the runtime).
+
+INJECTED = {
+    # a newer MLServer: the request path is written for the pinned one
+    "mlserver-version": "import mlserver\nmlserver.__version__ = '1.8.0'\n",
+    # MLServer's gRPC ModelInfer no longer the handle_mlserver_error wrapper whose closure the path re-points
+    "grpc-wrapper-shape": (
+        "from mlserver.grpc.servicers import InferenceServicer\n"
+        "_original = InferenceServicer.ModelInfer\n"
+        "async def ModelInfer(self, request, context):\n"
+        "    return await _original(self, request, context)\n"
+        "InferenceServicer.ModelInfer = ModelInfer\n"),
+    # a private name the path reads, gone (an attribute DataPlane.__init__ no longer sets)
+    "private-name-removed": (
+        "from mlserver.handlers import dataplane\n"
+        "_init = dataplane.DataPlane.__init__\n"
+        "def __init__(self, *args, **kwargs):\n"
+        "    _init(self, *args, **kwargs)\n"
+        "    self._cache_of_responses = self.__dict__.pop('_response_cache')\n"
+        "dataplane.DataPlane.__init__ = __init__\n"
+        "_infer = dataplane.DataPlane.infer\n"
+        "async def infer(self, *args, **kwargs):\n"
+        "    self._response_cache = self._cache_of_responses\n"
+        "    try:\n"
+        "        return await _infer(self, *args, **kwargs)\n"
+        "    finally:\n"
+        "        del self._response_cache\n"
+        "dataplane.DataPlane.infer = infer\n"),
+}
+
+
+def _metric(srv, name: str, model: str | None = None) -> float:
+    total = 0.0
+    for line in Http(srv.metrics_port).get("/metrics").body.decode().splitlines():
+        if (line.startswith(name + " ") or line.startswith(name + "{")) and (model is None or f'model_name="{model}"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _server_with(tmp_path, code: str):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(code)
+    import os
+
+    pythonpath = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    return start_server(copy_repository(tmp_path / "repo", ["auto"]), tmp_path, ["/v2/models/auto/ready"],
+                        env={"PYTHONPATH": pythonpath})
+
+
+def _serves_both_protocols(srv, pair) -> None:
+    body = request_json("auto")
+    r = Http(srv.http_port).post("/v2/models/auto/infer", body)
+    reference = pair.http["plain"].post("/v2/models/auto/infer", body)
+    assert r.status == 200 and r.body == reference.body
+    with grpc.insecure_channel(srv.grpc) as channel:
+        response = _stub(channel).ModelInfer(grpc_request("auto", True), timeout=30)
+    expected = _stub(pair.channel["plain"]).ModelInfer(grpc_request("auto", True), timeout=30)
+    assert response.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("fault", sorted(INJECTED))
+def test_a_mismatching_mlserver_turns_the_request_path_off_with_one_warning(pair, tmp_path, fault):
+    if fault == "private-name-removed":  # the injection must be one the check sees
+        assert ("mlserver.handlers.dataplane", "DataPlane", "_response_cache", "__init__") in _private_names()
+    srv = _server_with(tmp_path, INJECTED[fault])
+    try:
+        _serves_both_protocols(srv, pair)
+        assert _metric(srv, "ml_fast_path_enabled") == 0
+        assert _metric(srv, "ml_fast_path_requests_total", "auto") == 0  # everything took MLServer's path
+        warnings = [line for line in srv.log_text().splitlines() if "request path is OFF" in line]
+        assert len(warnings) == 1, warnings
+    finally:
+        stop_server(srv)
+
+
+def _private_names():
+    """runtime.fastpath.PRIVATE_NAMES, read in a child interpreter (MLServer's protos and tritonclient's
+    cannot share this one)."""
+    import ast
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import runtime.fastpath as f; print(repr(f.PRIVATE_NAMES))"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    return ast.literal_eval(out.stdout.strip())
+
+
+def test_an_unexpected_error_in_the_request_path_falls_back_to_mlservers_per_request(pair, tmp_path):
+    srv = _server_with(tmp_path, "import runtime.fastpath as f\n"
+                                 "def broken(*args, **kwargs):\n"
+                                 "    raise RuntimeError('injected fault')\n"
+                                 "f.from_json = f.from_proto = broken\n")
+    try:
+        for _ in range(3):
+            _serves_both_protocols(srv, pair)
+        assert _metric(srv, "ml_fast_path_enabled") == 1
+        assert _metric(srv, "ml_fast_path_fallbacks_total", "auto") == 6  # 3 REST + 3 gRPC
+        logged = [line for line in srv.log_text().splitlines() if "request path failed (RuntimeError)" in line]
+        assert len(logged) == 1, logged  # once per error type, not per request
     finally:
         stop_server(srv)

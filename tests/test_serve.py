@@ -44,3 +44,22 @@ def test_launcher_prints_a_working_example_and_stops_cleanly(tmp_path, verticals
         code = proc.wait(30)
     assert code == 0
     assert "Traceback" not in log.read_text()
+
+
+def test_wait_ready_reports_an_exited_server_and_a_deadline(tmp_path):
+    """runtime.serve.wait_ready, shared by the launcher, tests/conftest.py and bench/servers.py."""
+    from runtime.serve import NotReady, wait_ready
+
+    url = f"http://127.0.0.1:{free_port()}/v2/health/ready"  # nothing listens there
+    exited = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(NotReady, match="exited with 3") as info:
+        wait_ready(exited, [url], timeout=30)
+    assert info.value.returncode == 3
+    sleeping = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with pytest.raises(NotReady, match="not ready in 1 s") as info:
+            wait_ready(sleeping, [url], timeout=1, interval=0.05)
+        assert info.value.returncode is None and info.value.pending == [url]
+    finally:
+        sleeping.kill()
+        sleeping.wait()

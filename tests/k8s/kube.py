@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "insurance-serving"
 VALUES_DIR = Path(__file__).resolve().parent / "values"
 CRD_DIR = Path(__file__).resolve().parent / "crds"
-VERTICALS = ("auto", "home", "health", "life", "claims")
+# The verticals of predictors/verticals.yaml (the one config of the verticals), in its order.
+VERTICALS = tuple(yaml.safe_load((REPO / "predictors" / "verticals.yaml").read_text(encoding="utf-8"))["verticals"])
 RELEASE = "insurance-serving"
 NAMESPACE = "insurance-serving"
 

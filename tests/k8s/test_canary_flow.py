@@ -1,5 +1,5 @@
-"""Canary, promote and rollback as values changes (scripts/canary.py, `make canary|promote|
-rollback`): the exact `helm upgrade` flags the script prints are rendered with `helm template`
+"""Canary, promote and rollback as values changes (`insurance rollout`, which `make canary|promote|
+rollback` call): the exact `helm upgrade` flags it prints are rendered with `helm template`
 on top of the release's values, and the resulting InferenceService is checked at each step,
 in both deployment modes. No cluster: `--values-file` stands in for `helm get values`."""
 
@@ -14,6 +14,12 @@ import pytest
 import yaml
 
 from .kube import CHART, REPO, isvcs, run, tool
+
+
+def _rollout(*args: str) -> subprocess.CompletedProcess:
+    """`insurance rollout ...` as its own process (python -m lifecycle = the console script)."""
+    return subprocess.run([sys.executable, "-m", "lifecycle", "rollout", *args], capture_output=True, text=True,
+                          cwd=REPO)
 
 
 def _set_path(tree: dict, dotted: str, value) -> None:
@@ -36,8 +42,7 @@ class Release:
         return str(path)
 
     def plan(self, *args: str) -> list[str]:
-        cmd = [sys.executable, str(REPO / "scripts" / "canary.py"), *args, "--dry-run", "--values-file", self.file()]
-        p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        p = _rollout(*args, "--dry-run", "--values-file", self.file())
         assert p.returncode == 0, p.stderr
         argv = shlex.split(p.stdout.strip().splitlines()[-1])
         assert argv[1:6] == ["upgrade", "insurance-serving", "helm/insurance-serving", "--namespace", "insurance-serving"]
@@ -60,8 +65,7 @@ class Release:
         return isvcs([d for d in yaml.safe_load_all(p.stdout) if d])
 
     def error(self, *args: str) -> str:
-        cmd = [sys.executable, str(REPO / "scripts" / "canary.py"), *args, "--dry-run", "--values-file", self.file()]
-        p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        p = _rollout(*args, "--dry-run", "--values-file", self.file())
         assert p.returncode != 0
         return p.stderr
 
@@ -109,7 +113,15 @@ def test_knative_canary_rollback_promote(tmp_path):
     assert pred["model"]["storageUri"] == "gs://insurance-models/models/auto/1.1.0"
     pred = rel.apply("rollback", "--vertical", "auto")["auto"]["spec"]["predictor"]
     assert pred["canaryTrafficPercent"] == 0, "all traffic back on the last revision rolled out at 100 %"
-    assert pred["model"]["storageUri"].endswith("/auto/1.1.0"), "same spec: no new revision"
+    # the stable bundle is back in the spec: the latest revision is a stable one, so the canary
+    # revision leaves Knative's route (KServe routes `latestRevision` at 0 % + the previous one)
+    # and is scaled away instead of running at 0 % until the next canary
+    assert pred["model"]["storageUri"].endswith("/auto/1.0.0")
+    assert _ready(pred["model"]) == "/v2/models/auto/versions/1.0.0/ready"
+    # second rollback: drop the canary entry; the stable revision takes 100 %
+    pred = rel.apply("rollback", "--vertical", "auto")["auto"]["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in pred and pred["model"]["storageUri"].endswith("/auto/1.0.0")
+    assert "has no canary" in rel.error("rollback", "--vertical", "auto")
     pred = rel.apply("canary", "--vertical", "auto", "--version", "1.1.0", "--percent", "20")["auto"]["spec"]["predictor"]
     assert pred["canaryTrafficPercent"] == 20
     pred = rel.apply("promote", "--vertical", "auto")["auto"]["spec"]["predictor"]
@@ -130,25 +142,47 @@ def test_bad_requests_are_refused(tmp_path, args, message):
 
 def test_storage_uri_is_derived_or_given(tmp_path):
     values = _base("Standard")
-    values["verticals"]["home"]["storageUri"] = "s3://bucket/home-latest"
+    values["verticals"]["home"]["storageUri"] = "s3://bucket/home-latest/"
     rel = Release(tmp_path, values)
     assert "pass STORAGE_URI=" in rel.error("canary", "--vertical", "home", "--version", "1.1.0", "--percent", "5")
     home = rel.apply("canary", "--vertical", "home", "--version", "1.1.0", "--percent", "5",
-                     "--storage-uri", "s3://bucket/home-1.1.0")["home"]["spec"]
-    assert home["canary"][0]["predictor"]["model"]["storageUri"] == "s3://bucket/home-1.1.0"
+                     "--storage-uri", "s3://bucket/home-1.1.0/")["home"]["spec"]
+    assert home["canary"][0]["predictor"]["model"]["storageUri"] == "s3://bucket/home-1.1.0/"
 
 
-def test_make_targets_print_the_same_command(tmp_path):
+def test_make_canary_runs_the_validation_gate_first(tmp_path):
+    """`make canary` is `insurance rollout canary --repository REPOSITORY`: a canary bundle that is not in
+    the repository (or fails validation) gets no helm upgrade. (The passing gate: tests/lifecycle/test_rollout.py.)"""
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump(_base("Standard")), encoding="utf-8")
+    empty = tmp_path / "repo"
+    (empty / "auto").mkdir(parents=True)
     p = subprocess.run(["make", "-s", "canary", "VERTICAL=auto", "VERSION=1.1.0", "PERCENT=10", "DRY_RUN=1",
-                        f"CANARY_ARGS=--values-file {values}"], capture_output=True, text=True, cwd=REPO)
-    assert p.returncode == 0, p.stdout + p.stderr
-    line = p.stdout.strip().splitlines()[-1]
-    assert " upgrade insurance-serving helm/insurance-serving --namespace insurance-serving --reset-then-reuse-values" in line
-    assert "--set verticals.auto.canary.trafficPercent=10" in line
+                        f"REPOSITORY={empty}", f"ROLLOUT_ARGS=--values-file {values}"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert p.returncode != 0, p.stdout
+    assert "helm upgrade" not in p.stdout and "upgrade insurance-serving" not in p.stdout
+    p = subprocess.run(["make", "-s", "promote", "VERTICAL=auto", "DRY_RUN=1", f"ROLLOUT_ARGS=--values-file {values}"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert p.returncode != 0 and "auto has no canary in this release" in p.stderr
     p = subprocess.run(["make", "-s", "canary", "VERTICAL=auto"], capture_output=True, text=True, cwd=REPO)
     assert p.returncode != 0 and "usage: make canary VERTICAL=auto VERSION=1.1.0 PERCENT=10" in p.stderr
+
+
+def test_s3_uris_the_rollout_derives_end_in_a_slash(tmp_path):
+    values = _base("Standard")
+    values["verticals"]["auto"]["storageUri"] = "s3://insurance-models/models/auto/1.0.0/"
+    rel = Release(tmp_path, values)
+    auto = rel.apply("canary", "--vertical", "auto", "--version", "1.1.0", "--percent", "10")["auto"]["spec"]
+    assert auto["canary"][0]["predictor"]["model"]["storageUri"] == "s3://insurance-models/models/auto/1.1.0/"
+    assert "must end in /" in rel.error("canary", "--vertical", "auto", "--version", "1.2.0", "--percent", "10",
+                                        "--storage-uri", "s3://insurance-models/models/auto/1.2.0")
+    # a stable s3 URI without the slash (values from before the check) still yields a canary URI with one
+    values["verticals"]["auto"]["storageUri"] = "s3://insurance-models/models/auto/1.0.0"
+    values["verticals"]["auto"]["canary"]["enabled"] = False
+    (tmp_path / "b").mkdir()
+    argv = Release(tmp_path / "b", values).plan("canary", "--vertical", "auto", "--version", "1.1.0", "--percent", "5")
+    assert "verticals.auto.canary.storageUri=s3://insurance-models/models/auto/1.1.0/" in argv
 
 
 def test_make_help_lists_the_kubernetes_targets():

@@ -1,11 +1,7 @@
-"""The image, without a container engine (none runs on these machines): hadolint on the
-Dockerfile, and the exact command and environment of the image run as a real process on a
-model bundle copied to a /mnt/models-like folder, answering V2 requests.
-
-What differs from a container, and why: MLServer comes from the project's .venv instead of
-/opt/venv (same pinned versions); ports are free loopback ports instead of 8080-8082 (tests
-must not collide with a running `make serve`) and the host is 127.0.0.1; /mnt/models and /tmp
-are folders under pytest's tmp_path. Every other variable is the Dockerfile's value.
+"""The Dockerfile without building it: hadolint, the image's contract (user, command, ports,
+settings) and its agreement with the chart's runtime container, the build context, and how
+MLServer reads a bundle under KServe's injected variables. The image itself is built and run
+by a real container engine in tests/image/.
 """
 
 from __future__ import annotations
@@ -15,18 +11,14 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .kube import CHART, REPO, VERTICALS, helm_template, one, run, tool
+from .kube import CHART, REPO, helm_template, one, run, tool
 
 DOCKERFILE = REPO / "Dockerfile"
 MODELS = REPO / "models"
@@ -156,7 +148,7 @@ def test_mlserver_ignores_injected_model_variables(tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [["auto", _version("auto"), "runtime.InsuranceModel"]]
 
 
-# ---- the image's command as a real process ----------------------------------------------------
+# ---- bundles ---------------------------------------------------------------------------------
 
 def _version(vertical: str) -> str:
     values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
@@ -174,140 +166,3 @@ def _bundle(tmp_path: Path, vertical: str) -> Path:
     dst = tmp_path / "mnt" / "models"
     shutil.copytree(_bundle_source(vertical), dst)
     return dst
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class ImageProcess:
-    """`ENTRYPOINT + CMD` of the Dockerfile with its ENV, on a /mnt/models-like folder."""
-
-    def __init__(self, tmp_path: Path, models: Path):
-        st = final_stage()
-        self.http, self.grpc, self.metrics = _free_ports(3)
-        tmp = tmp_path / "tmp"
-        tmp.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSERVER_", "INSURANCE_"))}
-        for k, v in st["ENV"].items():
-            if k == "PATH":
-                v = f"{VENV_BIN}:{os.environ['PATH']}"  # /opt/venv/bin in the image
-            elif v.startswith("/tmp/"):
-                v = str(tmp / v[len("/tmp/"):])
-            env[k] = v
-        env.update(MLSERVER_HOST="127.0.0.1", MLSERVER_HTTP_PORT=str(self.http),
-                   MLSERVER_GRPC_PORT=str(self.grpc), MLSERVER_METRICS_PORT=str(self.metrics))
-        self.argv = [a.replace("/mnt/models", str(models)) for a in st["ENTRYPOINT"] + st["CMD"]]
-        assert shutil.which(self.argv[0], path=env["PATH"]) == str(VENV_BIN / "mlserver")
-        workdir = tmp_path / "home"
-        workdir.mkdir()
-        self.log = tmp_path / "mlserver.log"
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(self.argv, env=env, cwd=workdir, stdout=self.log.open("wb"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.http}"
-
-    def wait_ready(self, path: str, timeout: float = 90) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"mlserver exited:\n{self.log.read_text()[-3000:]}"
-            try:
-                if _http("GET", self.base + path)[0] == 200:
-                    return time.monotonic() - self.started
-            except OSError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"{path} not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def _example(vertical: str) -> bytes:
-    return (CHART / "files" / "examples" / f"{vertical}.json").read_bytes()
-
-
-@pytest.mark.slow
-def test_image_command_serves_one_bundle_like_kserve(tmp_path):
-    """KServe's case: one bundle at /mnt/models -> exactly one model, named after the
-    vertical, with the bundle's version; the chart's probe paths answer; V2 infer works."""
-    models = _bundle(tmp_path, "auto")
-    version = _version("auto")
-    server = ImageProcess(tmp_path, models)
-    try:
-        ready_s = server.wait_ready(f"/v2/models/auto/versions/{version}/ready")
-        rt = one(helm_template(), "ClusterServingRuntime")["spec"]["containers"][0]
-        assert _http("GET", server.base + rt["livenessProbe"]["httpGet"]["path"])[0] == 200
-        status, body = _http("POST", server.base + "/v2/repository/index", b"{}")
-        assert status == 200
-        assert [(m["name"], m["version"], m["state"]) for m in json.loads(body)] == [("auto", version, "READY")]
-        status, body = _http("POST", server.base + "/v2/models/auto/infer", _example("auto"))
-        assert status == 200, body
-        answer = json.loads(body)
-        assert answer["model_name"] == "auto" and answer["model_version"] == version
-        outputs = {o["name"]: o for o in answer["outputs"]}
-        assert {"score", "confidence", "price", "decision"} <= set(outputs)
-        assert 0.0 <= outputs["score"]["data"][0] <= 1.0
-        # another version's probe path must fail: the readiness probe pins the version
-        assert _http("GET", server.base + "/v2/models/auto/versions/0.0.0-wrong/ready")[0] != 200
-        status, metrics = _http("GET", f"http://127.0.0.1:{server.metrics}/metrics")
-        assert status == 200 and b"# TYPE" in metrics
-        rss = _rss_mib(server.proc.pid)
-        print(f"\n[image process] auto ready in {ready_s:.1f} s, RSS {rss:.0f} MiB")
-        limits = rt["resources"]["limits"]["memory"]
-        assert limits.endswith("Gi") and rss < int(limits[:-2]) * 1024 * 0.8, "default memory limit leaves headroom"
-        startup = one(helm_template(), "InferenceService", "auto")["spec"]["predictor"]["model"]["startupProbe"]
-        assert ready_s < startup["periodSeconds"] * startup["failureThreshold"]
-    finally:
-        server.stop()
-
-
-@pytest.mark.slow
-def test_image_command_serves_the_baked_models(tmp_path):
-    """BAKE_MODELS=true: models/ (without the local settings.json) at /mnt/models -> all five
-    verticals served by one process, each at its versioned ready path, each answering V2."""
-    dst = tmp_path / "mnt" / "models"
-    shutil.copytree(MODELS, dst, ignore=shutil.ignore_patterns("settings.json"))
-    assert (MODELS / "settings.json").exists() and not (dst / "settings.json").exists()
-    server = ImageProcess(tmp_path, dst)
-    try:
-        times = {v: server.wait_ready(f"/v2/models/{v}/versions/{_version(v)}/ready") for v in VERTICALS}
-        for v in VERTICALS:
-            status, body = _http("POST", server.base + f"/v2/models/{v}/infer", _example(v))
-            assert status == 200, (v, body)
-            assert json.loads(body)["model_name"] == v
-        print(f"\n[image process] five models ready in {max(times.values()):.1f} s, "
-              f"RSS {_rss_mib(server.proc.pid):.0f} MiB")
-    finally:
-        server.stop()

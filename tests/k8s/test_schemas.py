@@ -16,7 +16,7 @@ import yaml
 from .kube import CRD_DIR, VALUES_DIR, helm_template
 
 KUBERNETES_VERSION = "1.35.0"  # the kubectl the project installs; the chart needs >= 1.29
-CORE_KINDS = {"ConfigMap", "Namespace", "NetworkPolicy", "Pod", "Service"}
+CORE_KINDS = {"ConfigMap", "Namespace", "NetworkPolicy", "Pod", "PodDisruptionBudget", "Service"}
 RFC1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
@@ -72,6 +72,12 @@ SCENARIOS = {
     "standard-servicemonitor-hpa-memory": {"values": (),
                                            "sets": ("metrics.monitor.kind=ServiceMonitor", "verticals.life.scaleMetric=memory",
                                                     "probes.startup.enabled=false", "servingRuntime.readOnlyRootFilesystem=false")},
+    # every production option at once: KEDA on Prometheus, a canary, the payload logger, a name prefix
+    "standard-production-options": {"values": (VALUES_DIR / "standard-canary.yaml",),
+                                    "sets": ("autoscaling.keda.metricType=External",
+                                             "autoscaling.keda.external.serverAddress=http://prometheus.monitoring:9090",
+                                             "predictor.logger.enabled=true", "predictor.logger.url=http://audit/events",
+                                             "inferenceServiceNamePrefix=blue-", "ingress.namespaces={gateways}")},
 }
 
 

@@ -29,7 +29,7 @@ def istio_objs():
 
 @pytest.fixture(scope="module")
 def knative_istio_objs():
-    return helm_template(ISTIO, sets=("deploymentMode=Knative",))
+    return helm_template(ISTIO, sets=("deploymentMode=Knative", "ingress.kind=istio"))
 
 
 def test_istio_objects_are_off_by_default(default_objs, knative_objs, standard_objs):
@@ -41,7 +41,8 @@ def test_istio_objects_are_off_by_default(default_objs, knative_objs, standard_o
 
 @pytest.mark.parametrize("mode", ["Standard", "Knative"])
 def test_every_object_validates_with_security_on(mode):
-    objs = helm_template(ISTIO, sets=(f"deploymentMode={mode}",))
+    kind = "ingress" if mode == "Standard" else "istio"
+    objs = helm_template(ISTIO, sets=(f"deploymentMode={mode}", f"ingress.kind={kind}"))
     failures = []
     for obj in objs:
         if obj["kind"] in ISTIO_KINDS:
@@ -159,7 +160,7 @@ def test_no_key_material_in_rendered_manifests(tmp_path):
     values = tmp_path / "keys.yaml"
     values.write_text(yaml.safe_dump({"auth": {"apiKeys": {"enabled": True, "existingSecret": "insurance-api-keys",
                                                            "source": "env", "secretKey": "api-keys"}}}))
-    for objs in (helm_template(values), helm_template(ISTIO), helm_template(ISTIO, sets=("deploymentMode=Knative",))):
+    for objs in (helm_template(values), helm_template(ISTIO), helm_template(ISTIO, sets=("deploymentMode=Knative", "ingress.kind=istio"))):
         text = yaml.safe_dump_all(objs)
         assert "SENTINEL" not in text and not by_kind(objs, "Secret")
         for isvc in by_kind(objs, "InferenceService"):

@@ -66,8 +66,8 @@ def stack(tmp_path_factory, weak_auto, prometheus_binary):
     prom = None
     try:
         metrics = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
-        if "ml_prediction_score_bucket" not in metrics:
-            pytest.skip("the runtime does not export the ml_* metrics (runtime/metrics.py) yet")
+        # a runtime that stops exporting its metrics fails here, never skips
+        assert "ml_prediction_score_bucket" in metrics, "the runtime exports no ml_* metrics (runtime/metrics.py)"
         prom = Prometheus(prometheus_binary, tmp / "prometheus", [f"127.0.0.1:{server.metrics_port}"])
         prom.wait('ml_scoring_latency_seconds_count{model_name="auto"}', lambda r: len(r) == 2)
         yield server, prom

@@ -8,22 +8,22 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from insurance_client import (AsyncInsuranceClient, ClaimTriage, InsuranceClient, InvalidRequest, LeadScore,
                               ModelNotFound, Retry, Timeout, Unavailable)
 
+from predictors import examples
+
 from ..conftest import free_port
 
-GOLDEN = Path(__file__).resolve().parents[2] / "lifecycle" / "golden"
 QUOTE_TIME = "2026-11-23T10:00:00Z"
 pytestmark = pytest.mark.slow
 
 
 def rows(vertical: str) -> list[dict]:
-    return json.loads((GOLDEN / f"{vertical}.json").read_text())["rows"]
+    return examples.load(vertical)["rows"]
 
 
 @pytest.fixture(params=["http", "grpc"])
@@ -98,8 +98,10 @@ def test_errors_name_the_problem(client):
         client.score_many("auto", [{"age": 30}, {"age": "thirty"}])
     with pytest.raises(ModelNotFound):
         client.score("auto", {"age": 30}, version="9.9.9")
-    with pytest.raises(ValueError, match="triaged, not scored"):
+    with pytest.raises(ValueError, match="claims is a claims-triage model: claims are triaged, not scored"):
         client.score("claims", {"claim_amount": 1.0})
+    with pytest.raises(ValueError, match="auto is a lead-scoring model"):
+        client.triage({"age": 30}, model="auto")
 
 
 def test_asyncio_client(server):
@@ -137,6 +139,14 @@ class _Stub(BaseHTTPRequestHandler):
     """503 (with Retry-After) for the first `fail` calls, then a canned V2 answer; or a stall."""
 
     plan: dict = {}
+
+    def do_GET(self):  # noqa: N802 - the model's metadata, which the client reads once per model
+        body = json.dumps({"name": "auto", "outputs": [{"name": n, "datatype": "FP64", "shape": [-1]} for n in (
+            "score", "confidence", "price", "market_factors", "decision")]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_POST(self):  # noqa: N802 - http.server's naming
         self.rfile.read(int(self.headers.get("content-length", 0)))

@@ -1,5 +1,5 @@
-"""`insurance rollout`: the same helm upgrade as scripts/canary.py (one implementation), and the
-validation gate in front of a canary. --values-file stands in for `helm get values`."""
+"""`insurance rollout` (what `make canary|promote|rollback` run) and the validation gate in front of
+a canary. --values-file stands in for `helm get values`."""
 
 from __future__ import annotations
 
@@ -23,24 +23,48 @@ def values(tmp_path):
     return path
 
 
-def script(*args):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "canary.py"), *args], capture_output=True,
-                          text=True, cwd=ROOT)
+def make(*args):
+    return subprocess.run(["make", "-s", *args], capture_output=True, text=True, cwd=ROOT)
 
 
-@pytest.mark.parametrize("args", [
-    ("canary", "--vertical", "auto", "--version", "1.1.0", "--percent", "10"),
-    ("canary", "--vertical", "auto", "--version", "1.10.0", "--percent", "25", "--storage-uri", "s3://b/auto/1.10.0"),
-])
-def test_cli_prints_the_same_helm_upgrade_as_the_make_targets(values, args):
-    cli = insurance("rollout", *args, "--dry-run", "--values-file", str(values))
-    make = script(*args, "--dry-run", "--values-file", str(values))
-    assert cli.returncode == 0 == make.returncode, cli.stderr + make.stderr
-    assert cli.stdout == make.stdout
-    argv = shlex.split(cli.stdout.strip())
-    assert argv[:7] == ["helm", "upgrade", "insurance-serving", "helm/insurance-serving", "--namespace",
-                        "insurance-serving", "--reset-then-reuse-values"]
-    assert f"verticals.auto.canary.version={args[4]}" in argv
+def _upgrade(stdout: str) -> list[str]:
+    """The printed helm upgrade, without the helm binary (make passes the project's own)."""
+    line = [x for x in stdout.strip().splitlines() if " upgrade " in x][-1]
+    return shlex.split(line)[1:]
+
+
+def test_make_targets_run_insurance_rollout(values):
+    v = yaml.safe_load(values.read_text())
+    v["verticals"]["auto"]["canary"].update(enabled=True, version="1.1.0", storageUri="gs://bucket/models/auto/1.1.0")
+    values.write_text(yaml.safe_dump(v))
+    for action in ("promote", "rollback"):
+        cli = insurance("rollout", action, "--vertical", "auto", "--dry-run", "--values-file", str(values))
+        mk = make(action, "VERTICAL=auto", "DRY_RUN=1", f"ROLLOUT_ARGS=--values-file {values}")
+        assert cli.returncode == 0 == mk.returncode, cli.stderr + mk.stdout + mk.stderr
+        assert _upgrade(cli.stdout) == _upgrade(mk.stdout)
+        assert _upgrade(cli.stdout)[:6] == ["upgrade", "insurance-serving", "helm/insurance-serving", "--namespace",
+                                            "insurance-serving", "--reset-then-reuse-values"]
+    assert not (ROOT / "scripts" / "canary.py").exists(), "one implementation of the canary commands"
+
+
+def test_make_canary_passes_the_gate_before_the_upgrade(values, tmp_path, weak_auto):
+    import shutil
+
+    from lifecycle.registry import register
+
+    repo = tmp_path / "repo"
+    shutil.copytree(shipped_bundle("auto"), repo / "auto" / "1.0.0")
+    assert register(weak_auto, repo, version="1.2.0", tolerance=0.1, latency_budget_ms=5000).ok
+    args = ("canary", "VERTICAL=auto", "VERSION=1.2.0", "PERCENT=10", "DRY_RUN=1", f"REPOSITORY={repo}",
+            f"ROLLOUT_ARGS=--values-file {values} --tolerance 0.1 --latency-budget-ms 5000")
+    ok = make(*args)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "verticals.auto.canary.version=1.2.0" in _upgrade(ok.stdout)
+    bad = repo / "auto" / "1.2.0" / "model.txt"
+    bad.write_text(bad.read_text() + "\n")
+    refused = make(*args)
+    assert refused.returncode != 0 and "no helm upgrade was run" in refused.stderr
+    assert " upgrade " not in refused.stdout
 
 
 def test_promote_and_rollback_follow_the_values(values, tmp_path):
@@ -58,6 +82,11 @@ def test_promote_and_rollback_follow_the_values(values, tmp_path):
     values.write_text(yaml.safe_dump(v))
     knative = insurance("rollout", "rollback", "--vertical", "auto", "--dry-run", "--values-file", str(values))
     assert knative.stdout.strip().endswith("--set verticals.auto.canary.trafficPercent=0")
+    assert "run rollback again" in knative.stderr
+    v["verticals"]["auto"]["canary"]["trafficPercent"] = 0
+    values.write_text(yaml.safe_dump(v))
+    second = insurance("rollout", "rollback", "--vertical", "auto", "--dry-run", "--values-file", str(values))
+    assert second.stdout.strip().endswith("--set verticals.auto.canary.enabled=false"), "ends the canary entry"
     wrong = insurance("rollout", "promote", "--vertical", "auto", "--version", "2.0.0", "--dry-run",
                       "--values-file", str(values))
     assert wrong.returncode == 2 and "is not the canary of auto (the canary is 1.1.0)" in wrong.stderr

@@ -5,7 +5,6 @@ came from each side of the swap) and goes to the unversioned path, the one backe
 
 from __future__ import annotations
 
-import json
 import pickle
 import shutil
 import threading
@@ -16,7 +15,7 @@ import pytest
 
 from insurance_client import InsuranceClient, Retry
 
-from ..conftest import copy_repository, start_server, stop_server
+from ..conftest import copy_repository, request_json, start_server, stop_server
 from .conftest import insurance
 
 MAX_REQUESTS = 6000
@@ -103,7 +102,7 @@ def served(tmp_path):
 
 
 def _lead():
-    return json.loads((__import__("pathlib").Path(__file__).parents[1] / "testdata" / "auto.json").read_text())
+    return request_json("auto")
 
 
 def test_swap_versions_under_load_without_a_failed_request(served, weak_auto, tmp_path):

@@ -8,6 +8,7 @@ import pickle
 import pytest
 
 from lifecycle.validate import FAIL, PASS, golden_examples, validate
+from predictors import BundleError, open_bundle
 from training.synthetic import generate
 
 from ..conftest import shipped_bundle
@@ -47,6 +48,18 @@ def test_a_pickle_under_an_allowed_name_is_refused(tmp_path):
     (bundle / "model.txt").write_bytes(pickle.dumps([1, 2, 3], protocol=4))
     report = validate(bundle)
     assert status(report) == {"format": FAIL} and "pickle stream" in detail(report, "format")
+
+
+@pytest.mark.parametrize("name", ["model.joblib", "model.txt", "notes.dat"])
+def test_the_gate_and_the_runtime_refuse_the_same_pickles(tmp_path, name):
+    """One check (predictors/bundle.pickle_files) for both: by suffix, and by the first bytes under
+    any other name, also a file that is not the model file (the runtime checked suffixes only)."""
+    bundle = copy_bundle(shipped_bundle("auto"), tmp_path / "auto" / "1.0.0")
+    (bundle / name).write_bytes(pickle.dumps([1, 2, 3], protocol=5))
+    report = validate(bundle)
+    assert status(report) == {"format": FAIL} and name in detail(report, "format")
+    with pytest.raises(BundleError, match=f"{name}: .*(execute code|pickle stream)"):
+        open_bundle(bundle)
 
 
 def test_a_changed_model_file_fails_the_sha256_check(tmp_path):

@@ -227,6 +227,7 @@ def _series(namespace: str | None) -> list[dict]:
             add("ml_model_drift_psi", mv, "0.05x70")
             add("ml_model_performance", {**mv, "metric": "roc_auc", "source": "training"}, "0.8x70")
             add("ml_model_ready", mv, "1x70")
+        add("ml_auth_failures_total", {"model_name": model, "reason": "missing"}, "0+1x70")
         mlserver = {"model": model, "version": "None"}
         add("model_infer_request_duration_count", mlserver, "0+41x70")
         add("model_infer_request_duration_sum", mlserver, "0+2x70")

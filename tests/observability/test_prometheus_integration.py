@@ -3,7 +3,8 @@ Prometheus (Debian's binary, temporary config and storage, loopback only), queri
 Prometheus' HTTP API, once with ``parallel_workers: 0`` and once with ``parallel_workers: 1``
 (MLServer serves different registries in the two modes: MLServer issue #1151).
 
-Per mode: auto 1.0.0 and 1.1.0 are served; bounded traffic (synthetic rows from
+Per mode: auto 1.0.0 and 1.1.0 are served with an API key required; two requests without a valid
+key are refused; bounded traffic (synthetic rows from
 training/synthetic.py) goes to both, then bad requests, then a batch with `age` shifted by +30
 years to 1.0.0, then outcomes for the normal rows. The assertions read what Prometheus scraped.
 Waits poll with a deadline; nothing asserts on timing.
@@ -21,6 +22,9 @@ import numpy as np
 import pytest
 import requests
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from observability.contract import ML_METRICS, SCRAPE_LABELS
 from observability.dashboards import panel_queries
 from training.synthetic import generate
 
@@ -35,6 +39,9 @@ STABLE, CANARY = "1.0.0", SECOND_AUTO_VERSION
 # 500 rows from the reference distribution stays under PSI 0.1 (docs/observability.md, sampling noise).
 WINDOW, MIN_ROWS = 500, 100
 SHIFTED_FEATURE = "age"
+API_KEY = "integration-test-key"
+AUTH = {"X-API-Key": API_KEY}
+REFUSED = {"missing": {}, "invalid_api_key": {"X-API-Key": "not-the-key"}}  # reason -> headers sent
 BAD_REQUESTS = {  # error_type -> bodies sent to auto 1.0.0
     "invalid_input": [
         {"inputs": [{"name": "age", "shape": [1], "datatype": "BYTES", "data": ["old"]}]},
@@ -89,7 +96,8 @@ class Stack:
 
     def infer(self, version: str, body: dict) -> requests.Response:
         self.sent[version] = self.sent.get(version, 0) + 1
-        return requests.post(f"{self.server.http}/v2/models/auto/versions/{version}/infer", json=body, timeout=30)
+        return requests.post(f"{self.server.http}/v2/models/auto/versions/{version}/infer", json=body,
+                             headers=AUTH, timeout=30)
 
     def scrape(self) -> str:
         return requests.get(f"http://127.0.0.1:{self.server.metrics_port}/metrics", timeout=10).text
@@ -111,7 +119,8 @@ def stack(request, model_repository, tmp_path_factory, config):
     shutil.copytree(model_repository / "auto", repo / "auto")  # auto 1.0.0 (shipped) and 1.1.0 (trained)
     server = start_server(repo, tmp, [f"/v2/models/auto/versions/{v}/ready" for v in (STABLE, CANARY)],
                           extra_settings={"parallel_workers": workers},
-                          env={"INSURANCE_DRIFT_WINDOW": str(WINDOW), "INSURANCE_DRIFT_MIN_ROWS": str(MIN_ROWS)})
+                          env={"INSURANCE_DRIFT_WINDOW": str(WINDOW), "INSURANCE_DRIFT_MIN_ROWS": str(MIN_ROWS),
+                               "INSURANCE_API_KEYS": API_KEY})
     prom = None
     try:
         prom = Prometheus(binary, tmp / "prometheus", f"127.0.0.1:{server.metrics_port}", job="insurance-serving")
@@ -151,6 +160,12 @@ def run_traffic(st: Stack, auto) -> None:
             r = st.infer(STABLE, body)
             assert r.status_code == 400, r.text
 
+    body = v2_request(auto, normal.iloc[:1], "refused")
+    for headers in REFUSED.values():
+        r = requests.post(f"{st.server.http}/v2/models/auto/versions/{STABLE}/infer", json=body, headers=headers,
+                          timeout=30)
+        assert r.status_code == 401, r.text
+
     shifted = generate(auto, seed=2026, rows=WINDOW)
     shifted[SHIFTED_FEATURE] = np.clip(shifted[SHIFTED_FEATURE] + 30, 16, 110)
     for i in range(WINDOW // 100):  # fills the whole window of 1.0.0
@@ -161,7 +176,8 @@ def run_traffic(st: Stack, auto) -> None:
                 for i in range(500)]
     outcomes += [{"id": f"single-{i}", "row": 0, "outcome": int(normal["converted"].iloc[i])} for i in range(500, 520)]
     outcomes.append({"id": "never-scored", "row": 0, "outcome": 1})
-    r = requests.post(f"{st.server.http}/v2/models/auto/outcomes", json={"outcomes": outcomes}, timeout=30)
+    r = requests.post(f"{st.server.http}/v2/models/auto/outcomes", json={"outcomes": outcomes}, headers=AUTH,
+                      timeout=30)
     assert r.status_code == 200, r.text
     st.outcomes_answer = r.json()
 
@@ -182,9 +198,42 @@ def test_series_exist_from_load_with_zero_values(stack):
         for decision in ("accept", "reject"):
             assert f'ml_decisions_total{{decision="{decision}",{labels}}} 0.0' in text
         assert f"ml_model_ready{{{labels}}} 1.0" in text
+    for reason in ("missing", "invalid_api_key", "expired_token"):
+        assert f'ml_auth_failures_total{{model_name="auto",reason="{reason}"}} 0.0' in text
         assert f'ml_model_performance{{metric="roc_auc",{labels},source="training"}}' in text
     # no drift statistic before the window holds drift_min_rows rows
     assert "ml_feature_drift_psi{" not in text and "ml_model_drift_psi{" not in text
+
+
+def test_exported_metrics_are_the_contract(stack):
+    """What the server exports is observability/contract.py: every ml_* family, its type, labels and
+    buckets (and help text in the server process; the multi-process collector replaces it)."""
+    contract = {m.name.removesuffix("_total") if m.type == "counter" else m.name: m for m in ML_METRICS}
+    exported = {f.name: f for f in text_string_to_metric_families(stack.scrape())
+                if f.name.startswith("ml_") and not f.name.endswith("_created")}  # timestamps of the families
+    unused = {"ml_prediction_cache_lookups"}  # the prediction cache is off here
+    exported = {name: f for name, f in exported.items() if name not in unused or f.samples}
+    assert set(exported) == set(contract) - unused
+    for name, family in exported.items():
+        metric = contract[name]
+        assert family.type == metric.type, name
+        if stack.workers == 0:
+            assert family.documentation == metric.help, name
+        samples = [s for s in family.samples if not s.name.endswith("_created")]
+        assert samples, f"{name}: no series after the traffic"
+        for sample in samples:
+            assert set(sample.labels) - {"le"} - set(SCRAPE_LABELS) == set(metric.labels), sample
+        if metric.type == "histogram":
+            bounds = sorted({float(s.labels["le"]) for s in samples if s.name.endswith("_bucket")})
+            assert bounds == [*metric.buckets, math.inf], name
+
+
+def test_refused_requests_count_as_auth_failures(stack):
+    prom = stack.prometheus
+    expected = dict.fromkeys(("missing", "malformed", "invalid_api_key", "invalid_token", "expired_token",
+                              "wrong_issuer", "wrong_audience"), 0.0) | dict.fromkeys(REFUSED, 1.0)
+    q = 'sum by (reason) (ml_auth_failures_total{model_name="auto"})'
+    wait_for("auth failure counters", lambda: prom.values(q, "reason") == expected)
 
 
 def test_every_dashboard_panel_query_returns_series(stack):
@@ -264,14 +313,14 @@ def test_outcomes_give_live_performance(stack):
 
 def test_bad_outcomes_are_refused(stack):
     url = f"{stack.server.http}/v2/models/auto/outcomes"
-    bad = requests.post(url, json={"outcomes": [{"id": "secret-looking-id", "outcome": 2}]}, timeout=10)
+    bad = requests.post(url, json={"outcomes": [{"id": "secret-looking-id", "outcome": 2}]}, headers=AUTH, timeout=10)
     assert bad.status_code == 400
     assert "outcomes.0.outcome" in bad.json()["error"] and "secret-looking-id" not in bad.text
     for body in ({"outcomes": []}, {"outcome": [{"id": "x", "outcome": 1}]}, [1, 2], "x" * 100_000):
-        r = requests.post(url, json=body, timeout=10)
+        r = requests.post(url, json=body, headers=AUTH, timeout=10)
         assert r.status_code == 400 and len(r.content) < 1000, (body if len(str(body)) < 100 else "long", r.text)
     missing = requests.post(f"{stack.server.http}/v2/models/boat/outcomes",
-                            json={"outcomes": [{"id": "x", "outcome": 1}]}, timeout=10)
+                            json={"outcomes": [{"id": "x", "outcome": 1}]}, headers=AUTH, timeout=10)
     assert missing.status_code == 404 and "boat" in missing.json()["error"]
 
 

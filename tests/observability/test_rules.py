@@ -25,6 +25,7 @@ EXPECTED_ALERTS = {
     "MLModelMetricsAbsent",
     "MLServingTargetDown",
     "MLModelNoTraffic",
+    "MLAuthFailureRatioHigh",
 }
 
 
@@ -131,6 +132,12 @@ MUTATIONS = [
     ("MLModelNoTraffic", "traffic.yaml", "group by (namespace, model_name) (ml_model_ready == 1)",
      "group by (namespace, model_name) (ml_scoring_latency_seconds_count)",
      "a restarted pod without scoring series must fire"),
+    ("MLAuthFailureRatioHigh", "auth.yaml", "  ) > 0.05", "  ) >= 0.05", "exactly 5% must not fire"),
+    ("MLAuthFailureRatioHigh", "auth.yaml", "for: 10m", "for: 3m", "a 5-minute burst must not fire"),
+    ("MLAuthFailureRatioHigh", "auth.yaml",
+     "+\n  sum by (namespace, model_name) (rate(ml_scoring_latency_seconds_count[5m]))",
+     "-\n  sum by (namespace, model_name) (rate(ml_scoring_latency_seconds_count[5m]))",
+     "the ratio is over all requests"),
 ]
 
 

@@ -1,0 +1,93 @@
+"""The built image run as Kubernetes runs it: read-only root filesystem, a tmpfs /tmp, no
+capabilities, uid 1000 or an arbitrary uid with gid 0 (OpenShift's restricted SCC), the models
+either baked in (BAKE_MODELS=true) or one bundle mounted read-only at /mnt/models the way
+KServe's storage initializer lays it out (the bundle's files directly under /mnt/models).
+Every model must be ready at its versioned path and answer tritonclient over V2 REST and gRPC
+through the published ports with what predictors/ computes in-process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from ..conftest import request_json, shipped_bundle
+from ..test_server import check_outputs, triton_inputs
+from .conftest import METRICS, http_get
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+VERTICALS = ("auto", "home", "health", "life", "claims")
+# OpenShift's restricted SCC runs a namespace's pods under an arbitrary uid from its range, gid 0.
+ARBITRARY_UID = "1000770000:0"
+
+
+def ready_path(name: str) -> str:
+    return f"/v2/models/{name}/versions/{shipped_bundle(name).name}/ready"
+
+
+def assert_answers_v2(container, name: str) -> None:
+    """tritonclient over REST (the unversioned route) and gRPC (the bundle's version)."""
+    request = request_json(name)
+    http = httpclient.InferenceServerClient(url=container.http)
+    assert http.is_model_ready(name, shipped_bundle(name).name)
+    result = http.infer(name, triton_inputs(httpclient, request), parameters=request["parameters"])
+    response = result.get_response()
+    assert response["model_name"] == name and response["model_version"] == shipped_bundle(name).name
+    check_outputs(name, request, {o["name"]: result.as_numpy(o["name"]) for o in response["outputs"]})
+
+    grpc = grpcclient.InferenceServerClient(url=container.grpc)
+    try:
+        assert grpc.is_server_live() and grpc.is_model_ready(name, shipped_bundle(name).name)
+        result = grpc.infer(name, triton_inputs(grpcclient, request), model_version=shipped_bundle(name).name,
+                            parameters=request["parameters"])
+        outputs = result.get_response(as_json=True)["outputs"]
+        check_outputs(name, request, {o["name"]: result.as_numpy(o["name"]) for o in outputs})
+    finally:
+        grpc.close()
+
+
+def mounted_bundle(tmp_path, name: str):
+    """A copy of the shipped bundle, laid out as KServe's storage initializer leaves it."""
+    dst = tmp_path / "mnt-models"
+    shutil.copytree(shipped_bundle(name), dst)
+    assert (dst / "model-settings.json").is_file()
+    return dst
+
+
+def test_baked_image_serves_every_model_read_only_as_uid_1000(images, container_factory, figures):
+    c = container_factory(images.baked, user="1000")
+    seconds = c.wait_ready([ready_path(v) for v in VERTICALS])
+    assert c.exec("id", "-u").strip() == "1000"
+    for v in VERTICALS:
+        assert_answers_v2(c, v)
+    assert http_get(f"http://127.0.0.1:{c.ports[METRICS]}/metrics") == 200
+    figures["five baked models ready (s)"] = f"{seconds:.1f}"
+    figures["RSS five baked models (MiB)"] = f"{c.rss_mib():.0f}"
+
+
+@pytest.mark.parametrize(("name", "user"), [("auto", ARBITRARY_UID), ("claims", "1000")])
+def test_one_bundle_mounted_read_only(images, container_factory, figures, tmp_path, name, user):
+    """KServe's layout: one model, named after the vertical, with the bundle's version."""
+    c = container_factory(images.plain, user=user, models=mounted_bundle(tmp_path, name))
+    seconds = c.wait_ready([ready_path(name)])
+    assert c.exec("id", "-u").strip() == user.split(":")[0]
+    # the root filesystem and the model mount are read-only; /tmp (tmpfs) is writable
+    probe = ("import pathlib, sys\n"
+             "for d in ('/', '/mnt/models', '/opt/venv'):\n"
+             "    try: (pathlib.Path(d) / 'probe').write_text('x'); sys.exit(d + ' is writable')\n"
+             "    except OSError: pass\n"
+             "pathlib.Path('/tmp/probe').write_text('x')")
+    c.exec("python", "-c", probe)
+    index = urllib.request.Request(f"http://{c.http}/v2/repository/index", data=b"{}", method="POST",
+                                   headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(index, timeout=5) as r:
+        assert [(m["name"], m["state"]) for m in json.loads(r.read())] == [(name, "READY")]
+    assert_answers_v2(c, name)
+    rss = c.rss_mib()
+    figures[f"{name}: cold start to ready (s)"] = f"{seconds:.1f}"
+    figures[f"{name}: RSS serving (MiB)"] = f"{rss:.0f}"

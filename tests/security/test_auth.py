@@ -27,7 +27,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from ..conftest import MLSERVER, copy_repository, request_json, start_server, stop_server
+from runtime.serve import MLSERVER
+
+from ..conftest import copy_repository, request_json, start_server, stop_server
 from .conftest import Http
 
 INFER = "/v2/models/auto/infer"

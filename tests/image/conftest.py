@@ -9,6 +9,7 @@ failure, never a skip: `make test` installs podman (`make tools`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ TAG = "localhost/insurance-serving:pytest"
 HTTP, GRPC, METRICS = 8080, 8081, 8082
 
 
+@functools.lru_cache(maxsize=1)
 def engine() -> str:
     if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
         return "docker"

@@ -7,7 +7,8 @@ predictor's pod-level fields.
 
 What this test stands in for, because no Kubernetes API server or KServe controller runs here:
 - KServe's predictor reconciler: merging the `model` container fields onto the runtime's
-  container (env and ports by name, the rest replaced), copying the ServingRuntime's
+  container as its MergeRuntimeContainers does (a strategic merge patch: env by name, ports by
+  containerPort, volumeMounts by mountPath, other fields replaced), copying the runtime's
   volumes and the predictor's pod fields, and replacing `{{.Name}}` in args;
 - the storage initializer (or the PVC mount of a pvc:// storageUri): the vertical's bundle is
   a read-only hostPath at /mnt/models, laid out as KServe leaves it;

@@ -9,6 +9,9 @@
 #   docker build --build-arg BAKE_MODELS=true -t insurance-serving:0.1.0-models .
 #   docker run --rm -p 8080:8080 insurance-serving:0.1.0-models   # all shipped models, no KServe
 #
+# `make image` builds both (docker, else podman; where python:3.11-slim-bookworm cannot be pulled
+# it passes a local stand-in as PYTHON_IMAGE: scripts/image-base.sh).
+#
 # Server settings come from MLSERVER_* variables (below, and the ClusterServingRuntime's env).
 # A settings.json in /mnt/models would take precedence: its keys win over MLSERVER_* variables,
 # which only fill the keys it leaves out. Keep it out so that the variables stay in force.

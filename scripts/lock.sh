@@ -2,7 +2,7 @@
 # Refresh constraints.txt, the lock that `make install`, CI (.ci/run) and the Dockerfile all
 # install with (`pip install -c constraints.txt ...`): every distribution that the project
 # and all its extras resolve to, pinned `==`, in `pip freeze` form, without the project itself
-# and without local (editable or path) installs.
+# and without local (editable or path) installs; pip/setuptools/wheel (seeded by venv) are not locked.
 #
 # Resolves in a fresh throw-away virtualenv with the given Python, so the result does not
 # depend on what happens to be installed in .venv.

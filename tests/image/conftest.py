@@ -9,10 +9,12 @@ failure, never a skip: `make test` installs podman (`make tools`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,11 +30,16 @@ TAG = "localhost/insurance-serving:pytest"
 HTTP, GRPC, METRICS = 8080, 8081, 8082
 
 
-def engine() -> str:
+@functools.lru_cache(maxsize=1)
+def find_engine() -> str | None:
     if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
         return "docker"
-    if shutil.which("podman"):
-        return "podman"
+    return "podman" if shutil.which("podman") else None
+
+
+def engine() -> str:
+    if found := find_engine():
+        return found
     pytest.fail("no container engine: no Docker daemon answers and podman is not installed "
                 "(`make tools` installs podman, runc and debootstrap on Debian as root)", pytrace=False)
 
@@ -58,16 +65,62 @@ class Images:
     engine: str
 
 
+class Build:
+    """`scripts/image-build.sh TAG` (what `make image` runs) in the background: started as soon
+    as collection shows that image tests will run, so that the build (mostly downloads on a fresh
+    machine) overlaps the tests that run before them; the image tests run last."""
+
+    process: subprocess.Popen | None = None
+    out: Path | None = None
+    err: Path | None = None
+
+    @classmethod
+    def start(cls) -> None:
+        if cls.process is None and (eng := find_engine()):
+            tmpdir = Path(tempfile.mkdtemp(prefix="image-build-"))
+            cls.out, cls.err = tmpdir / "image-build.out", tmpdir / "image-build.err"
+            cls.process = subprocess.Popen(["bash", str(ROOT / "scripts" / "image-build.sh"), TAG], cwd=ROOT,
+                                           env={**engine_env(), "ENGINE": eng}, stdout=cls.out.open("w"),
+                                           stderr=cls.err.open("w"), start_new_session=True)
+
+    @classmethod
+    def stop(cls) -> None:  # an interrupted session leaves no build behind
+        if cls.process is not None and cls.process.poll() is None:
+            os.killpg(cls.process.pid, 15)
+            cls.process.wait(30)
+
+
+def _uses_images(item) -> bool:
+    return "images" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=_uses_images)  # stable: image tests last, each group in its own order
+
+
+def pytest_collection_finish(session):
+    if not session.config.option.collectonly and any(_uses_images(i) for i in session.items):
+        Build.start()
+
+
+def pytest_sessionfinish(session):
+    Build.stop()
+
+
 @pytest.fixture(scope="session")
 def images() -> Images:
     """`make image` under the test tag: the plain image and the BAKE_MODELS=true variant."""
     eng = engine()
-    p = subprocess.run(["bash", str(ROOT / "scripts" / "image-build.sh"), TAG], capture_output=True, text=True,
-                       cwd=ROOT, env={**engine_env(), "ENGINE": eng}, timeout=1500)
-    assert p.returncode == 0, f"image build failed:\n{p.stderr[-5000:]}"
-    seconds = {line.split()[1]: float(line.split()[2]) for line in p.stdout.splitlines() if line.startswith("image: ")}
-    assert set(seconds) == {TAG, f"{TAG}-models"}, p.stdout
-    print(f"\n[image] built with {eng}: " + ", ".join(f"{t} {s:.0f} s" for t, s in seconds.items()))
+    Build.start()  # when collection did not start it
+    try:
+        code = Build.process.wait(timeout=1500)
+    except subprocess.TimeoutExpired:
+        Build.stop()
+        pytest.fail("image build not done after 1500 s", pytrace=False)
+    out, err = Build.out.read_text(), Build.err.read_text()
+    assert code == 0, f"image build failed ({code}):\n{err[-5000:]}"
+    seconds = {line.split()[1]: float(line.split()[2]) for line in out.splitlines() if line.startswith("image: ")}
+    assert set(seconds) == {TAG, f"{TAG}-models"}, out
     return Images(plain=TAG, baked=f"{TAG}-models", build_seconds=seconds, engine=eng)
 
 
@@ -133,7 +186,8 @@ class Container:
         return int(self.exec("python", "-c", code).strip()) / 1024
 
     def remove(self) -> None:
-        run_engine("rm", "--force", "--time", "5", self.name, check=False, timeout=60)
+        wait = ["--time", "5"] if engine() == "podman" else []  # docker rm --force kills at once
+        run_engine("rm", "--force", *wait, self.name, check=False, timeout=60)
 
 
 def start_container(image: str, *, user: str | None = None, models: Path | None = None,

@@ -7,7 +7,8 @@ predictor's pod-level fields.
 
 What this test stands in for, because no Kubernetes API server or KServe controller runs here:
 - KServe's predictor reconciler: merging the `model` container fields onto the runtime's
-  container (env and ports by name, the rest replaced), copying the ServingRuntime's
+  container as its MergeRuntimeContainers does (a strategic merge patch: env by name, ports by
+  containerPort, volumeMounts by mountPath, other fields replaced), copying the runtime's
   volumes and the predictor's pod fields, and replacing `{{.Name}}` in args;
 - the storage initializer (or the PVC mount of a pvc:// storageUri): the vertical's bundle is
   a read-only hostPath at /mnt/models, laid out as KServe leaves it;
@@ -151,9 +152,14 @@ def test_kserve_pod_of_one_vertical_runs_with_podman_kube_play(images, figures, 
     start = time.monotonic()
     run_engine("kube", "play", str(kube), timeout=180)
     try:
+        named = {p["name"]: p["containerPort"] for p in container["ports"] if "name" in p}
+
+        def host_port(port) -> int:  # a probe's port: a number or the name of a container port
+            return host_ports[named.get(port, port)]
+
         def url(probe: str) -> str:
             get = container[probe]["httpGet"]
-            return f"http://127.0.0.1:{host_ports[get['port']]}{get['path']}"
+            return f"http://127.0.0.1:{host_port(get['port'])}{get['path']}"
 
         startup = container.get("startupProbe") or container["readinessProbe"]
         budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
@@ -173,7 +179,7 @@ def test_kserve_pod_of_one_vertical_runs_with_podman_kube_play(images, figures, 
             assert info["HostConfig"]["Memory"] == quantity_bytes(memory), "the memory limit is enforced"
 
         # V2 through the published HTTP port, answers equal predictors/ in-process
-        http_port = next(p["hostPort"] for p in container["ports"] if p["containerPort"] == container["readinessProbe"]["httpGet"]["port"])
+        http_port = host_port(container["readinessProbe"]["httpGet"]["port"])
         client = httpclient.InferenceServerClient(url=f"127.0.0.1:{http_port}")
         request = request_json(VERTICAL)
         result = client.infer(VERTICAL, triton_inputs(httpclient, request), parameters=request["parameters"])

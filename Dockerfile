@@ -28,16 +28,18 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first, pinned by the lock (constraints.txt, `make lock`): a layer that edits of
 # the project's code do not invalidate.
+# The client (clients/python) is this repository's own distribution, on no package index.
 COPY pyproject.toml constraints.txt ./
+COPY clients/python/ clients/python/
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
       > requirements.txt \
- && pip install -c constraints.txt -r requirements.txt
+ && pip install -c constraints.txt ./clients/python -r requirements.txt
 COPY README.md ./
 COPY predictors/ predictors/
 COPY runtime/ runtime/
 COPY training/ training/
 COPY lifecycle/ lifecycle/
-COPY insurance_client/ insurance_client/
+COPY observability/ observability/
 RUN pip install -c constraints.txt . \
  && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
 

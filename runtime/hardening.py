@@ -17,6 +17,10 @@ module-level table, a class attribute or a classmethod at call time:
   the model runs, so any error (401, 400, 404) surfaced after the status line and the client
   got a bare 500. The first chunk is now produced before the response starts: an MLServer
   error becomes its own status with ``{"error": ...}`` like ``/infer``.
+* The serving edge (issue 12; functions below): unknown models answered 404 before MLServer makes
+  a metric series from their name (``known_models_first``), ``GET /v2`` naming this server
+  (``server_metadata``), the protocol's ``{"error"}`` instead of FastAPI's 422/405 ``{"detail"}``
+  (``oip_errors``), and an ordered shutdown (``clean_shutdown``).
 * Typed ``contents`` responses: the response converter puts BYTES outputs into
   ``bytes_contents``, which refuses ``str``, so every request of a gRPC client that sends
   typed contents instead of raw ones (tritonclient sends raw) got INTERNAL "expected

@@ -213,9 +213,8 @@ class BodyLimit:
             if length.isdigit() and int(length) <= limit:
                 return await self.app(scope, receive, send)
         try:
-            if length is not None and length.isdigit() and int(length) > DRAIN_FACTOR * limit:
-                raise TooLarge(self._message(False), drained=False)
-            body = await self._read(receive, encoding is not None)
+            body = await read_body(receive, limit, None if length is None else length.decode("latin-1"),
+                                   gzip=encoding is not None)
         except TooLarge as e:
             refused("body_too_large")
             return await _answer(send, 413, str(e), close=not e.drained)
@@ -228,46 +227,52 @@ class BodyLimit:
             scope = dict(scope)
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
             scope["headers"].append((b"content-length", str(len(body)).encode()))
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay(body, receive), send)
 
-    def _message(self, decoded: bool) -> str:
-        what = "the decoded request body" if decoded else "the request body"
-        return f"{what} is over the limit of {self.limit} bytes (max_request_bytes); send fewer rows per request"
 
-    async def _read(self, receive: Any, gzip: bool) -> bytes:
-        limit = self.limit
-        inflater = Inflater(limit) if gzip else None
-        chunks: list[bytes] = []
-        size = received = 0
-        over: Optional[str] = None
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise ConnectionAbortedError("client disconnected")
-            chunk = message.get("body", b"")
-            more = message.get("more_body", False)
-            received += len(chunk)
-            if over is None and received > limit:
-                over = self._message(False)
-            if over is None and chunk:
-                if inflater is None:
-                    chunks.append(chunk)
-                    size += len(chunk)
-                else:
-                    size = inflater.feed(chunk, chunks, size)
-                    if size > limit:
-                        over = self._message(True)
-            if over is not None:
-                chunks.clear()
-                if received > DRAIN_FACTOR * limit:
-                    raise TooLarge(over, drained=not more)
-            if not more:
-                break
+def too_large(limit: int, decoded: bool) -> str:
+    what = "the decoded request body" if decoded else "the request body"
+    return f"{what} is over the limit of {limit} bytes (max_request_bytes); send fewer rows per request"
+
+
+async def read_body(receive: Any, limit: int, declared: Optional[str] = None, gzip: bool = False) -> bytes:
+    """The whole body (gzip-decoded with `gzip`), never holding more than `limit` bytes. TooLarge past
+    `limit` as received or as decoded, after reading and dropping the rest (or, past DRAIN_FACTOR x limit,
+    with `drained` False: the connection must close; a declared Content-Length that large is not read)."""
+    if declared is not None and declared.isdigit() and int(declared) > DRAIN_FACTOR * limit:
+        raise TooLarge(too_large(limit, False), drained=False)
+    inflater = Inflater(limit) if gzip else None
+    chunks: list[bytes] = []
+    size = received = 0
+    over: Optional[str] = None
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ConnectionAbortedError("client disconnected")
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        received += len(chunk)
+        if over is None and received > limit:
+            over = too_large(limit, False)
+        if over is None and chunk:
+            if inflater is None:
+                chunks.append(chunk)
+                size += len(chunk)
+            else:
+                size = inflater.feed(chunk, chunks, size)
+                if size > limit:
+                    over = too_large(limit, True)
         if over is not None:
-            raise TooLarge(over, drained=True)
-        if inflater is not None and not inflater.complete(received):
-            raise BadBody("the gzip body ends before its end marker (Content-Encoding: gzip)")
-        return b"".join(chunks)
+            chunks.clear()
+            if received > DRAIN_FACTOR * limit:
+                raise TooLarge(over, drained=not more)
+        if not more:
+            break
+    if over is not None:
+        raise TooLarge(over, drained=True)
+    if inflater is not None and not inflater.complete(received):
+        raise BadBody("the gzip body ends before its end marker (Content-Encoding: gzip)")
+    return b"".join(chunks)
 
 
 class BadBody(Exception):
@@ -304,7 +309,8 @@ class Inflater:
         return self.z.eof or received == 0
 
 
-def _replay(body: bytes, receive: Any) -> Any:
+def replay(body: bytes, receive: Any) -> Any:
+    """A receive() that gives `body` first (already read), then whatever the connection sends."""
     sent = False
 
     async def replayed() -> dict:

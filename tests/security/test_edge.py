@@ -327,3 +327,24 @@ def test_model_and_server_metadata_name_versions_platform_and_server(edge):
     server = http.get("/v2").json()
     assert server["name"] == "insurance-serving" and re.match(r"^\d+\.\d+", server["version"]), server
     http.close()
+
+
+# ---- what held up (issue 12): request smuggling attempts stay 400 behind the edge -------------
+
+SMUGGLING = {
+    "conflicting Content-Length": b"POST /v2/models/auto/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                  b"Content-Length: 3\r\n\r\n{}x",
+    "Transfer-Encoding and Content-Length": b"POST /v2/models/auto/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "obfuscated Transfer-Encoding": b"POST /v2/models/auto/infer HTTP/1.1\r\nHost: x\r\n"
+                                    b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    "bare LF": b"GET /v2/health/live HTTP/1.1\nHost: x\n\n",
+    "NUL in a header": b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("attempt", sorted(SMUGGLING))
+def test_request_smuggling_attempts_are_400(edge, attempt):
+    answer = _raw(edge.http_port, SMUGGLING[attempt], timeout=10)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert answer.count(b"HTTP/1.1 ") == 1  # one answer: nothing was smuggled in as a second request

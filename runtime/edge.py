@@ -8,7 +8,8 @@ every model, whatever `fast_path` says (settings: EdgeSettings in runtime/settin
 * the request head, counted in the bytes as they arrive, before the parser does any per-header
   work: request target over `max_url_bytes` -> 414, over `max_header_count` header lines or
   `max_header_bytes` -> 431, a head not complete within `header_timeout_seconds` -> 408 (a
-  connection that sent nothing is closed); each answer closes the connection;
+  connection that sent nothing is closed; the timer runs from connecting and from the first bytes of
+  a head that does not arrive in one piece); each answer closes the connection;
 * the body of every POST/PUT/PATCH: over `max_request_bytes` as received, or after decoding
   `Content-Encoding: gzip` (decoded as it arrives and never past the limit) -> 413 naming the
   setting. A decoded body reaches MLServer without its Content-Encoding, so nothing inflates it
@@ -76,7 +77,7 @@ class HeadGuard:
         """(status, reason, message) when this chunk takes the head over a limit, else None."""
         if not self.in_head:
             return None
-        end = (self.tail + data).find(b"\r\n\r\n")
+        end = (self.tail + data if self.tail else data).find(b"\r\n\r\n")
         stop = len(data) if end < 0 else max(0, end - len(self.tail))
         self.head_bytes += stop
         self.lines += data.count(b"\n", 0, stop)
@@ -130,7 +131,7 @@ def _head_timeout(protocol: Any, guard: HeadGuard) -> None:
 
 def _patch_protocol(cls: Any) -> None:
     """Wrap a uvicorn HTTP protocol class: the edge ASGI app per connection, the head counted before
-    parsing, the header timer from connect and after each response."""
+    parsing, the header timer from connect and while a head arrives in pieces."""
     if getattr(cls, "_insurance_edge", False):
         return
     init, made, received, complete = cls.__init__, cls.connection_made, cls.data_received, cls.on_response_complete
@@ -155,7 +156,10 @@ def _patch_protocol(cls: Any) -> None:
                 self.transport.close()
             return
         refusal = guard.scan(data)
-        if refusal is not None:
+        if refusal is None:
+            if guard.in_head and guard.timer is None:  # a head arriving in pieces: it gets header_timeout_seconds
+                _arm_timer(self, guard)
+        else:
             status, reason, message = refusal
             guard.closed = True
             guard.cancel_timer()
@@ -167,12 +171,9 @@ def _patch_protocol(cls: Any) -> None:
             return
         received(self, data)
 
-    def on_response_complete(self):
+    def on_response_complete(self):  # the next bytes start a head (an idle connection: uvicorn's keep-alive timeout)
         complete(self)
-        guard = _guard(self)
-        guard.reset()
-        if not self.transport.is_closing():
-            _arm_timer(self, guard)
+        _guard(self).reset()
 
     cls.__init__, cls.connection_made, cls.data_received = __init__, connection_made, data_received
     cls.on_response_complete = on_response_complete

@@ -207,7 +207,7 @@ def oip_errors(app) -> None:
     """FastAPI answers a body that fails MLServer's schema with 422 {"detail": [...]} (echoing the input)
     and a wrong method with 405 {"detail": ...}; the Open Inference Protocol's error object is
     {"error": "<message>"}. Installs handlers on MLServer's REST app: 400 naming the fields, 404/405 with
-    {"error"} (the 405 keeps its Allow header)."""
+    {"error"} (the 405 keeps its Allow header), and an unexpected 500 as {"error"} instead of plain text."""
     from fastapi.exceptions import RequestValidationError
     from mlserver.rest.responses import Response
     from starlette.exceptions import HTTPException
@@ -230,8 +230,12 @@ def oip_errors(app) -> None:
             message = str(exc.detail)
         return Response(status_code=exc.status_code, content={"error": message}, headers=exc.headers)
 
+    async def internal(request, exc: Exception):  # the details stay in the log (Starlette logs the traceback)
+        return Response(status_code=500, content={"error": "internal server error"})
+
     app.exception_handlers[RequestValidationError] = invalid
     app.exception_handlers[HTTPException] = http_error
+    app.exception_handlers[Exception] = internal
     app.middleware_stack = None  # rebuilt with these handlers on the next request
     app._insurance_oip_errors = True
 

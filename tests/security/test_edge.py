@@ -230,6 +230,8 @@ def test_header_floods_are_refused_before_parsing_while_others_are_served(edge, 
     used = cpu_seconds(edge.process.pid) - cpu
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
     assert setting in answer
+    reason = {b"max_header_count": "header_count", b"max_header_bytes": "header_bytes", b"max_url_bytes": "url_too_long"}
+    assert f'ml_edge_refusals_total{{reason="{reason[setting]}"}}' in metrics_text(edge)
     assert not others.errors and others.count > 2
     assert others.worst < 2.0, f"another client waited {others.worst:.2f} s"
     REPORT[f"header flood {flood}, {edge.mode}"] = (f"{status.decode()} after {took * 1000:.0f} ms, server CPU "
@@ -348,3 +350,10 @@ def test_request_smuggling_attempts_are_400(edge, attempt):
     answer = _raw(edge.http_port, SMUGGLING[attempt], timeout=10)
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert answer.count(b"HTTP/1.1 ") == 1  # one answer: nothing was smuggled in as a second request
+
+
+def test_a_malformed_edge_setting_fails_the_start_instead_of_dropping_the_limit(tmp_path):
+    with pytest.raises(RuntimeError) as e:
+        start_server(copy_repository(tmp_path / "repo", ["auto"]), tmp_path, ["/v2/models/auto/ready"],
+                     env={"INSURANCE_MAX_HEADER_COUNT": "lots"}, timeout=60)
+    assert "max_header_count" in str(e.value)

@@ -435,6 +435,8 @@ PRIVATE_NAMES = (
     ("mlserver.registry", "SingleModelRegistry", "_find_model", None),
     ("mlserver.middleware", "InferenceMiddlewares", "_middlewares", "__init__"),
     ("mlserver.cloudevents", "CloudEventsMiddleware", "_get_headers", None),
+    ("mlserver.cloudevents", "CloudEventsTypes", "Response", None),
+    ("mlserver.batching.hooks", None, "_AdaptiveBatchingAttr", None),
     ("mlserver.rest.server", "RESTServer", "add_custom_handlers", None),
     ("mlserver.rest.server", "RESTServer", "_app", "__init__"),
     ("mlserver.rest.server", "RESTServer", "_data_plane", "__init__"),
@@ -461,6 +463,12 @@ def missing_names() -> list[str]:
             ok = False
         if not ok:
             missing.append(f"{module}.{cls + '.' if cls else ''}{attr}")
+    try:
+        from mlserver.batching.hooks import _AdaptiveBatchingAttr
+    except ImportError:
+        _AdaptiveBatchingAttr = None
+    if _AdaptiveBatchingAttr is not None and _AdaptiveBatchingAttr != _BATCHING:
+        missing.append(f"mlserver.batching.hooks._AdaptiveBatchingAttr == {_BATCHING!r}")
     if not missing and _grpc_cell() is None:
         missing.append("mlserver.grpc.servicers.InferenceServicer.ModelInfer (the handle_mlserver_error wrapper of 1.7.1)")
     return missing

@@ -8,7 +8,8 @@ every model, whatever `fast_path` says (settings: EdgeSettings in runtime/settin
 * the request head, counted in the bytes as they arrive, before the parser does any per-header
   work: request target over `max_url_bytes` -> 414, over `max_header_count` header lines or
   `max_header_bytes` -> 431, a head not complete within `header_timeout_seconds` -> 408 (a
-  connection that sent nothing is closed); each answer closes the connection;
+  connection that sent nothing is closed; the timer runs from connecting and from the first bytes of
+  a head that does not arrive in one piece); each answer closes the connection;
 * the body of every POST/PUT/PATCH: over `max_request_bytes` as received, or after decoding
   `Content-Encoding: gzip` (decoded as it arrives and never past the limit) -> 413 naming the
   setting. A decoded body reaches MLServer without its Content-Encoding, so nothing inflates it
@@ -76,7 +77,7 @@ class HeadGuard:
         """(status, reason, message) when this chunk takes the head over a limit, else None."""
         if not self.in_head:
             return None
-        end = (self.tail + data).find(b"\r\n\r\n")
+        end = (self.tail + data if self.tail else data).find(b"\r\n\r\n")
         stop = len(data) if end < 0 else max(0, end - len(self.tail))
         self.head_bytes += stop
         self.lines += data.count(b"\n", 0, stop)
@@ -130,7 +131,7 @@ def _head_timeout(protocol: Any, guard: HeadGuard) -> None:
 
 def _patch_protocol(cls: Any) -> None:
     """Wrap a uvicorn HTTP protocol class: the edge ASGI app per connection, the head counted before
-    parsing, the header timer from connect and after each response."""
+    parsing, the header timer from connect and while a head arrives in pieces."""
     if getattr(cls, "_insurance_edge", False):
         return
     init, made, received, complete = cls.__init__, cls.connection_made, cls.data_received, cls.on_response_complete
@@ -155,7 +156,10 @@ def _patch_protocol(cls: Any) -> None:
                 self.transport.close()
             return
         refusal = guard.scan(data)
-        if refusal is not None:
+        if refusal is None:
+            if guard.in_head and guard.timer is None:  # a head arriving in pieces: it gets header_timeout_seconds
+                _arm_timer(self, guard)
+        else:
             status, reason, message = refusal
             guard.closed = True
             guard.cancel_timer()
@@ -167,12 +171,9 @@ def _patch_protocol(cls: Any) -> None:
             return
         received(self, data)
 
-    def on_response_complete(self):
+    def on_response_complete(self):  # the next bytes start a head (an idle connection: uvicorn's keep-alive timeout)
         complete(self)
-        guard = _guard(self)
-        guard.reset()
-        if not self.transport.is_closing():
-            _arm_timer(self, guard)
+        _guard(self).reset()
 
     cls.__init__, cls.connection_made, cls.data_received = __init__, connection_made, data_received
     cls.on_response_complete = on_response_complete
@@ -213,9 +214,8 @@ class BodyLimit:
             if length.isdigit() and int(length) <= limit:
                 return await self.app(scope, receive, send)
         try:
-            if length is not None and length.isdigit() and int(length) > DRAIN_FACTOR * limit:
-                raise TooLarge(self._message(False), drained=False)
-            body = await self._read(receive, encoding is not None)
+            body = await read_body(receive, limit, None if length is None else length.decode("latin-1"),
+                                   gzip=encoding is not None)
         except TooLarge as e:
             refused("body_too_large")
             return await _answer(send, 413, str(e), close=not e.drained)
@@ -228,46 +228,52 @@ class BodyLimit:
             scope = dict(scope)
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k not in (b"content-encoding", b"content-length")]
             scope["headers"].append((b"content-length", str(len(body)).encode()))
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay(body, receive), send)
 
-    def _message(self, decoded: bool) -> str:
-        what = "the decoded request body" if decoded else "the request body"
-        return f"{what} is over the limit of {self.limit} bytes (max_request_bytes); send fewer rows per request"
 
-    async def _read(self, receive: Any, gzip: bool) -> bytes:
-        limit = self.limit
-        inflater = Inflater(limit) if gzip else None
-        chunks: list[bytes] = []
-        size = received = 0
-        over: Optional[str] = None
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise ConnectionAbortedError("client disconnected")
-            chunk = message.get("body", b"")
-            more = message.get("more_body", False)
-            received += len(chunk)
-            if over is None and received > limit:
-                over = self._message(False)
-            if over is None and chunk:
-                if inflater is None:
-                    chunks.append(chunk)
-                    size += len(chunk)
-                else:
-                    size = inflater.feed(chunk, chunks, size)
-                    if size > limit:
-                        over = self._message(True)
-            if over is not None:
-                chunks.clear()
-                if received > DRAIN_FACTOR * limit:
-                    raise TooLarge(over, drained=not more)
-            if not more:
-                break
+def too_large(limit: int, decoded: bool) -> str:
+    what = "the decoded request body" if decoded else "the request body"
+    return f"{what} is over the limit of {limit} bytes (max_request_bytes); send fewer rows per request"
+
+
+async def read_body(receive: Any, limit: int, declared: Optional[str] = None, gzip: bool = False) -> bytes:
+    """The whole body (gzip-decoded with `gzip`), never holding more than `limit` bytes. TooLarge past
+    `limit` as received or as decoded, after reading and dropping the rest (or, past DRAIN_FACTOR x limit,
+    with `drained` False: the connection must close; a declared Content-Length that large is not read)."""
+    if declared is not None and declared.isdigit() and int(declared) > DRAIN_FACTOR * limit:
+        raise TooLarge(too_large(limit, False), drained=False)
+    inflater = Inflater(limit) if gzip else None
+    chunks: list[bytes] = []
+    size = received = 0
+    over: Optional[str] = None
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ConnectionAbortedError("client disconnected")
+        chunk = message.get("body", b"")
+        more = message.get("more_body", False)
+        received += len(chunk)
+        if over is None and received > limit:
+            over = too_large(limit, False)
+        if over is None and chunk:
+            if inflater is None:
+                chunks.append(chunk)
+                size += len(chunk)
+            else:
+                size = inflater.feed(chunk, chunks, size)
+                if size > limit:
+                    over = too_large(limit, True)
         if over is not None:
-            raise TooLarge(over, drained=True)
-        if inflater is not None and not inflater.complete(received):
-            raise BadBody("the gzip body ends before its end marker (Content-Encoding: gzip)")
-        return b"".join(chunks)
+            chunks.clear()
+            if received > DRAIN_FACTOR * limit:
+                raise TooLarge(over, drained=not more)
+        if not more:
+            break
+    if over is not None:
+        raise TooLarge(over, drained=True)
+    if inflater is not None and not inflater.complete(received):
+        raise BadBody("the gzip body ends before its end marker (Content-Encoding: gzip)")
+    return b"".join(chunks)
 
 
 class BadBody(Exception):
@@ -304,7 +310,8 @@ class Inflater:
         return self.z.eof or received == 0
 
 
-def _replay(body: bytes, receive: Any) -> Any:
+def replay(body: bytes, receive: Any) -> Any:
+    """A receive() that gives `body` first (already read), then whatever the connection sends."""
     sent = False
 
     async def replayed() -> dict:

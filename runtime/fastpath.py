@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 
 from .auth import grpc_headers
 from .codec import as_list
+from .edge import TooLarge, read_body, replay
 from .hardening import MALFORMED, InvalidRequest, malformed
 
 logger = logging.getLogger("mlserver.insurance.fastpath")
@@ -179,56 +180,6 @@ def _target(path: str, versioned: bool) -> Optional[tuple[str, Optional[str]]]:
     return None
 
 
-class RequestTooLarge(MLServerError):
-    def __init__(self, limit: int, drained: bool = True):
-        super().__init__(f"the request body is over the limit of {limit} bytes (max_request_bytes); send fewer "
-                         "rows per request", status_code=413)
-        self.drained = drained
-
-
-#: A body over max_request_bytes is read and dropped up to this many times the limit before the 413,
-#: so that a client still sending it reads the answer instead of a reset connection; beyond that the
-#: connection is closed after the 413.
-DRAIN_FACTOR = 16
-
-
-async def _body(receive: Any, limit: int) -> bytes:
-    """The whole body; RequestTooLarge past `limit` bytes, after reading and dropping the rest of it
-    (or, past DRAIN_FACTOR x limit, with `drained` False: the connection must close)."""
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # http.disconnect: nobody to answer
-            raise ConnectionAbortedError("client disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        more = message.get("more_body", False)
-        if size > limit:
-            chunks.clear()
-            if size > DRAIN_FACTOR * limit:
-                raise RequestTooLarge(limit, drained=not more)
-            if not more:
-                raise RequestTooLarge(limit)
-            continue
-        chunks.append(chunk)
-        if not more:
-            return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Any) -> Any:
-    sent = False
-
-    async def replayed() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
-
-
 class RestInfer(BaseRoute):
     """POST /v2/models/<name>/infer (or, `versioned`, .../versions/<v>/infer) for the models this
     path takes; every other request to that path goes on to MLServer's route. ``path`` is the route
@@ -264,7 +215,7 @@ class RestInfer(BaseRoute):
             if state.answering or state.delegated:
                 raise
             fell_back(e, self.data_plane, *scope["insurance_target"])
-            return await self._mlserver(scope, _replay(state.body, receive) if state.body is not None else receive,
+            return await self._mlserver(scope, replay(state.body, receive) if state.body is not None else receive,
                                         send)
 
     async def _handle(self, scope: dict, receive: Any, send: Any, state: "_Progress") -> None:
@@ -275,16 +226,13 @@ class RestInfer(BaseRoute):
                 or "content-encoding" in headers or not _json_content(headers.get("content-type")):
             state.delegated = True
             return await self._mlserver(scope, receive, send)
-        limit = model.options.max_request_bytes
+        limit = model.options.max_request_bytes  # the model's own, within the edge's server-wide one
         try:
-            declared = headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > DRAIN_FACTOR * limit:
-                raise RequestTooLarge(limit, drained=False)  # not worth reading at all
-            body = state.body = await _body(receive, limit)  # never holds more than `limit` bytes
-        except RequestTooLarge as e:
+            body = state.body = await read_body(receive, limit, headers.get("content-length"))
+        except TooLarge as e:
             close = () if e.drained else (("connection", "close"),)
             state.answering = True
-            return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), close)
+            return await _send(send, 413, orjson.dumps({"error": str(e)}), close)
         # resolved again after the last await: a reload or unload may have happened meanwhile
         model = fast_model(self.data_plane, name, version)
         try:
@@ -293,7 +241,7 @@ class RestInfer(BaseRoute):
             request = None
         if request is None:
             state.delegated = True
-            return await self._mlserver(scope, _replay(body, receive), send)
+            return await self._mlserver(scope, replay(body, receive), send)
         model.monitoring.fast_path_served()
         try:
             ce, n, outputs, names = infer(self.data_plane, model, name, version, request, headers, True)
@@ -488,6 +436,8 @@ PRIVATE_NAMES = (
     ("mlserver.registry", "SingleModelRegistry", "_find_model", None),
     ("mlserver.middleware", "InferenceMiddlewares", "_middlewares", "__init__"),
     ("mlserver.cloudevents", "CloudEventsMiddleware", "_get_headers", None),
+    ("mlserver.cloudevents", "CloudEventsTypes", "Response", None),
+    ("mlserver.batching.hooks", None, "_AdaptiveBatchingAttr", None),
     ("mlserver.rest.server", "RESTServer", "add_custom_handlers", None),
     ("mlserver.rest.server", "RESTServer", "_app", "__init__"),
     ("mlserver.rest.server", "RESTServer", "_data_plane", "__init__"),
@@ -514,6 +464,12 @@ def missing_names() -> list[str]:
             ok = False
         if not ok:
             missing.append(f"{module}.{cls + '.' if cls else ''}{attr}")
+    try:
+        from mlserver.batching.hooks import _AdaptiveBatchingAttr
+    except ImportError:
+        _AdaptiveBatchingAttr = None
+    if _AdaptiveBatchingAttr is not None and _AdaptiveBatchingAttr != _BATCHING:
+        missing.append(f"mlserver.batching.hooks._AdaptiveBatchingAttr == {_BATCHING!r}")
     if not missing and _grpc_cell() is None:
         missing.append("mlserver.grpc.servicers.InferenceServicer.ModelInfer (the handle_mlserver_error wrapper of 1.7.1)")
     return missing

@@ -17,6 +17,10 @@ module-level table, a class attribute or a classmethod at call time:
   the model runs, so any error (401, 400, 404) surfaced after the status line and the client
   got a bare 500. The first chunk is now produced before the response starts: an MLServer
   error becomes its own status with ``{"error": ...}`` like ``/infer``.
+* The serving edge (issue 12; functions below): unknown models answered 404 before MLServer makes
+  a metric series from their name (``known_models_first``), ``GET /v2`` naming this server
+  (``server_metadata``), the protocol's ``{"error"}`` instead of FastAPI's 422/405 ``{"detail"}``
+  (``oip_errors``), and an ordered shutdown (``clean_shutdown``).
 * Typed ``contents`` responses: the response converter puts BYTES outputs into
   ``bytes_contents``, which refuses ``str``, so every request of a gRPC client that sends
   typed contents instead of raw ones (tritonclient sends raw) got INTERNAL "expected
@@ -203,7 +207,7 @@ def oip_errors(app) -> None:
     """FastAPI answers a body that fails MLServer's schema with 422 {"detail": [...]} (echoing the input)
     and a wrong method with 405 {"detail": ...}; the Open Inference Protocol's error object is
     {"error": "<message>"}. Installs handlers on MLServer's REST app: 400 naming the fields, 404/405 with
-    {"error"} (the 405 keeps its Allow header)."""
+    {"error"} (the 405 keeps its Allow header), and an unexpected 500 as {"error"} instead of plain text."""
     from fastapi.exceptions import RequestValidationError
     from mlserver.rest.responses import Response
     from starlette.exceptions import HTTPException
@@ -226,8 +230,12 @@ def oip_errors(app) -> None:
             message = str(exc.detail)
         return Response(status_code=exc.status_code, content={"error": message}, headers=exc.headers)
 
+    async def internal(request, exc: Exception):  # the details stay in the log (Starlette logs the traceback)
+        return Response(status_code=500, content={"error": "internal server error"})
+
     app.exception_handlers[RequestValidationError] = invalid
     app.exception_handlers[HTTPException] = http_error
+    app.exception_handlers[Exception] = internal
     app.middleware_stack = None  # rebuilt with these handlers on the next request
     app._insurance_oip_errors = True
 

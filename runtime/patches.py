@@ -22,7 +22,7 @@ PINNED_MLSERVER = "1.7.1"
 
 _installed = False
 _lock = threading.Lock()
-#: name -> True (installed) / False (left stock); read by tests through the log and the metrics.
+#: patch name -> True (installed) / False (MLServer's stock behaviour kept; the log says why).
 STATE: dict[str, bool] = {}
 
 

@@ -200,6 +200,6 @@ class EdgeSettings(BaseSettings):
     max_header_bytes: int = Field(64 * 1024, ge=256)
     #: Longest request target (path and query), in bytes; longer gets a 414.
     max_url_bytes: int = Field(8 * 1024, ge=64)
-    #: Seconds a client may take from connecting (or from the end of its previous request) to the end of
+    #: Seconds a client may take from connecting, or from the first bytes of a request head, to the end of
     #: its request headers; slower connections are answered 408 and closed (slow-header floods).
     header_timeout_seconds: float = Field(10.0, gt=0.0)

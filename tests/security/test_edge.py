@@ -230,6 +230,8 @@ def test_header_floods_are_refused_before_parsing_while_others_are_served(edge, 
     used = cpu_seconds(edge.process.pid) - cpu
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
     assert setting in answer
+    reason = {b"max_header_count": "header_count", b"max_header_bytes": "header_bytes", b"max_url_bytes": "url_too_long"}
+    assert f'ml_edge_refusals_total{{reason="{reason[setting]}"}}' in metrics_text(edge)
     assert not others.errors and others.count > 2
     assert others.worst < 2.0, f"another client waited {others.worst:.2f} s"
     REPORT[f"header flood {flood}, {edge.mode}"] = (f"{status.decode()} after {took * 1000:.0f} ms, server CPU "
@@ -327,3 +329,31 @@ def test_model_and_server_metadata_name_versions_platform_and_server(edge):
     server = http.get("/v2").json()
     assert server["name"] == "insurance-serving" and re.match(r"^\d+\.\d+", server["version"]), server
     http.close()
+
+
+# ---- what held up (issue 12): request smuggling attempts stay 400 behind the edge -------------
+
+SMUGGLING = {
+    "conflicting Content-Length": b"POST /v2/models/auto/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                  b"Content-Length: 3\r\n\r\n{}x",
+    "Transfer-Encoding and Content-Length": b"POST /v2/models/auto/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "obfuscated Transfer-Encoding": b"POST /v2/models/auto/infer HTTP/1.1\r\nHost: x\r\n"
+                                    b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    "bare LF": b"GET /v2/health/live HTTP/1.1\nHost: x\n\n",
+    "NUL in a header": b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("attempt", sorted(SMUGGLING))
+def test_request_smuggling_attempts_are_400(edge, attempt):
+    answer = _raw(edge.http_port, SMUGGLING[attempt], timeout=10)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert answer.count(b"HTTP/1.1 ") == 1  # one answer: nothing was smuggled in as a second request
+
+
+def test_a_malformed_edge_setting_fails_the_start_instead_of_dropping_the_limit(tmp_path):
+    with pytest.raises(RuntimeError) as e:
+        start_server(copy_repository(tmp_path / "repo", ["auto"]), tmp_path, ["/v2/models/auto/ready"],
+                     env={"INSURANCE_MAX_HEADER_COUNT": "lots"}, timeout=60)
+    assert "max_header_count" in str(e.value)

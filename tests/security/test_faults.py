@@ -187,7 +187,7 @@ def test_killed_worker_under_load(parallel, credentials):
 
 SOAK_MIX = (  # (weight, kind, expected answer)
     (40, "rest_valid", 200), (10, "grpc_valid", "OK"), (15, "rest_bad_input", 400), (10, "rest_no_key", 401),
-    (5, "rest_unknown_model", 404), (5, "rest_not_json", 422), (5, "rest_too_long", 400),
+    (5, "rest_unknown_model", 404), (5, "rest_not_json", 400), (5, "rest_too_long", 400),
     (5, "grpc_bad_input", "INVALID_ARGUMENT"), (5, "grpc_no_key", "UNAUTHENTICATED"),
 )
 

@@ -3,8 +3,9 @@
 A prediction is identified by the V2 request ``id`` and the row index inside that request
 (the response repeats the request's ``id``; MLServer generates a UUID when the request has
 none) and its owner (the credential or tenant that made it: outcomes match only the owner's own
-predictions). A prediction log remembers, per model version, the scores of its most recent
-``capacity`` scored rows and the outcomes matched to them:
+predictions). A prediction log remembers, per model version, the scores of up to ``capacity``
+scored rows (over the bound the owner holding the most rows loses its oldest first) and the
+outcomes matched to them:
 
 * :class:`MemoryPredictionLog` (``open_prediction_log(None)``): dictionaries in the process
   that scores, for a model served in MLServer's server process; recording a request is one
@@ -44,15 +45,15 @@ CREATE TABLE IF NOT EXISTS scored (
   model TEXT NOT NULL, version TEXT NOT NULL, owner TEXT NOT NULL, request_id TEXT NOT NULL,
   row INTEGER NOT NULL, score REAL NOT NULL,
   PRIMARY KEY (model, owner, request_id, row, version));
-CREATE INDEX IF NOT EXISTS scored_by_version ON scored (model, version);
+CREATE INDEX IF NOT EXISTS scored_by_version ON scored (model, version, owner);
 CREATE TABLE IF NOT EXISTS matched (
   model TEXT NOT NULL, version TEXT NOT NULL, owner TEXT NOT NULL, request_id TEXT NOT NULL,
   row INTEGER NOT NULL, score REAL NOT NULL, outcome INTEGER NOT NULL,
   PRIMARY KEY (model, version, owner, request_id, row));
 """
-#: Keep the newest `capacity` rows of one version (its own bound).
-_TRIM = ("DELETE FROM scored WHERE rowid IN (SELECT rowid FROM scored WHERE model = ?1 AND version = ?2 "
-         "ORDER BY rowid DESC LIMIT -1 OFFSET ?3)")
+#: Delete the oldest ?4 rows of one owner in one version.
+_TRIM_OWNER = ("DELETE FROM scored WHERE rowid IN (SELECT rowid FROM scored WHERE model = ?1 AND version = ?2 "
+               "AND owner = ?3 ORDER BY rowid LIMIT ?4)")
 _TRIM_OUTCOMES = ("DELETE FROM matched WHERE rowid IN (SELECT rowid FROM matched WHERE model = ?1 AND version = ?2 "
                   "ORDER BY rowid DESC LIMIT -1 OFFSET ?3)")
 
@@ -111,34 +112,52 @@ def open_prediction_log(path: str | None, capacity: int = DEFAULT_CAPACITY):
 
 
 class _VersionStore:
-    """The remembered predictions of one model version: (owner, request id) -> scores, oldest
-    first, bounded to ``capacity`` rows (whole requests are evicted)."""
+    """The remembered predictions of one model version: (owner, request id) -> scores, bounded
+    to ``capacity`` rows. Over the bound, whole requests of the owner holding the most rows go
+    first, oldest first: a caller flooding the store evicts its own predictions before anyone
+    else's (with one owner, e.g. authentication off, this is plain oldest-first)."""
 
-    __slots__ = ("capacity", "predictions", "order", "rows")
+    __slots__ = ("capacity", "predictions", "orders", "owner_rows", "rows")
 
     def __init__(self, capacity: int):
         self.capacity = int(capacity)
         self.predictions: dict[tuple[str, str], np.ndarray] = {}
-        self.order: deque[tuple[tuple[str, str], np.ndarray]] = deque()
+        self.orders: dict[str, deque] = {}  # owner -> its (key, scores), oldest first
+        self.owner_rows: dict[str, int] = {}
         self.rows = 0
+
+    @property
+    def order(self) -> deque:  # every owner's queue entries (tests)
+        return deque(e for q in self.orders.values() for e in q)
 
     def record(self, key: tuple[str, str], scores: np.ndarray) -> int:
         """Remember; returns the number of rows evicted to stay within capacity."""
+        owner = key[0]
         old = self.predictions.pop(key, None)
         if old is not None:  # the same owner and id again: replaces it (its queue entry is skipped later)
             self.rows -= len(old)
+            self.owner_rows[owner] -= len(old)
         self.predictions[key] = scores
-        self.order.append((key, scores))
+        queue = self.orders.get(owner)
+        if queue is None:
+            queue = self.orders[owner] = deque()
+        queue.append((key, scores))
         self.rows += len(scores)
+        self.owner_rows[owner] = self.owner_rows.get(owner, 0) + len(scores)
         evicted = 0
-        while self.rows > self.capacity and len(self.order) > 1:
-            k, v = self.order.popleft()
+        while self.rows > self.capacity and len(self.predictions) > 1:
+            largest = max(self.owner_rows, key=self.owner_rows.__getitem__)
+            q = self.orders[largest]
+            k, v = q.popleft()
             if self.predictions.get(k) is v:
                 del self.predictions[k]
                 self.rows -= len(v)
+                self.owner_rows[largest] -= len(v)
                 evicted += len(v)
-        if len(self.order) > 2 * len(self.predictions) + 64:  # many replaced ids: drop their stale entries
-            self.order = deque(e for e in self.order if self.predictions.get(e[0]) is e[1])
+            if not q:
+                del self.orders[largest], self.owner_rows[largest]
+        if len(queue) > 2 * self.owner_rows.get(owner, 0) + 64:  # many replaced ids: drop their stale entries
+            self.orders[owner] = deque(e for e in queue if self.predictions.get(e[0]) is e[1])
         return evicted
 
 
@@ -315,13 +334,39 @@ class PredictionLog:
                 for model, version, owner, rid, scores in pending
                 for i, s in enumerate(scores.tolist())]
         versions = sorted({(p[0], p[1]) for p in pending})
-        trims = [(_TRIM, (m, v, self._capacity(m, v)), False) for m, v in versions]
+        evicted = {}
         with self._lock:
-            changed = self._transaction(("INSERT OR REPLACE INTO scored VALUES (?, ?, ?, ?, ?, ?)", rows, True), *trims)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO scored VALUES (?, ?, ?, ?, ?, ?)", rows)
+                for m, v in versions:
+                    evicted[(m, v)] = self._trim(m, v, self._capacity(m, v))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
         if self.on_evict is not None:
-            for (m, v), n in zip(versions, changed[1:]):
+            for (m, v), n in evicted.items():
                 if n > 0:
                     self.on_evict(m, v, n)
+
+    def _trim(self, model: str, version: str, capacity: int) -> int:
+        """Keep at most `capacity` rows of a version, taking the oldest rows of the owner holding the
+        most first (as MemoryPredictionLog, by rows); returns the rows deleted."""
+        db, deleted = self._db, 0
+        over = db.execute("SELECT count(*) FROM scored WHERE model = ? AND version = ?", (model, version)).fetchone()[0]
+        over -= capacity
+        while over > 0:
+            top = db.execute("SELECT owner, count(*) AS n FROM scored WHERE model = ? AND version = ? GROUP BY owner "
+                             "ORDER BY n DESC LIMIT 2", (model, version)).fetchall()
+            owner, n = top[0]
+            k = min(over, max(1, n - (top[1][1] if len(top) > 1 else 0)))
+            gone = db.execute(_TRIM_OWNER, (model, version, owner, k)).rowcount
+            deleted += gone
+            over -= gone
+            if gone == 0:
+                break
+        return deleted
 
     # ------------------------------------------------------------------ outcomes
 

@@ -30,6 +30,7 @@ from mlserver.handlers import custom_handler
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from predictors.versions import newest as newest_version
+from predictors.versions import semver_key
 
 from . import metrics
 
@@ -102,7 +103,7 @@ def receive(model_name: str, body: Any, headers: Optional[dict[str, Any]] = None
     owner = principal.owner if principal is not None else ""
     matched, unknown = log.add_outcomes(model_name, ((o.id, o.row, o.outcome) for o in body.outcomes), owner)
     live = {}
-    for version in sorted({m.version for m in matched}):
+    for version in sorted({m.version for m in matched}, key=semver_key):
         monitoring = versions.get(version)
         if monitoring is not None and monitoring.log is log:
             live[version] = monitoring.update_live_performance()

@@ -94,7 +94,8 @@ class RuntimeSettings(BaseSettings):
     #: JWT claim naming the caller's tenant: outcomes match predictions of the same tenant (default: of the
     #: same subject only).
     jwt_tenant_claim: Optional[str] = None
-    #: Serve FastAPI's generated /openapi.json (every route of the server). Off by default; the swagger pages
+    #: Serve FastAPI's generated /openapi.json (every route of the server); read from the environment only
+    #: (INSURANCE_OPENAPI: one setting for the server). Off by default; the swagger pages
     #: (/v2/docs, which load swagger-ui from a CDN) are never served; the packaged OIP schema
     #: /v2/docs/dataplane.json always is.
     openapi: bool = False

@@ -69,3 +69,30 @@ def test_semver_key_and_newest():
     assert max(["1.9.0", "1.10.0"]) == "1.9.0", "what string order would pick"
     assert sorted(["1.0.0", "1.0.0-rc.1", "0.9.9"], key=semver_key) == ["0.9.9", "1.0.0-rc.1", "1.0.0"]
     assert newest([]) is None
+
+
+def test_a_flood_on_the_same_version_evicts_the_flooders_own_predictions_first(log):
+    """The measured attack: ten large requests to the version everyone uses. Over the bound, the
+    owner holding the most rows loses its oldest first, so the victim's prediction stays."""
+    evicted = []
+    log.on_evict = lambda model, version, rows: evicted.append(rows)
+    log.set_capacity("auto", "1.0.0", 100)
+    log.record("auto", "1.0.0", "victim", np.array([0.7, 0.2]), "key:alice")
+    log.flush()
+    for i in range(10):
+        log.record("auto", "1.0.0", f"flood-{i}", np.full(20, 0.5), "key:mallory")
+        log.flush()
+    matched, _ = log.add_outcomes("auto", [("victim", 1, 0)], "key:alice")
+    assert [m.score for m in matched] == [0.2]
+    assert sum(evicted) >= 100, "the flood still stays within the bound"
+    matched, unknown = log.add_outcomes("auto", [("flood-9", 0, 1), ("flood-0", 0, 1)], "key:mallory")
+    assert [m.request_id for m in matched] == ["flood-9"] and unknown == [("flood-0", 0)]
+
+
+def test_with_one_owner_the_oldest_goes_first(log):
+    log.set_capacity("auto", "1.0.0", 4)
+    for i in range(4):
+        log.record("auto", "1.0.0", f"r{i}", np.array([0.1, 0.2]), "")
+        log.flush()
+    matched, unknown = log.add_outcomes("auto", [("r0", 0, 1), ("r1", 0, 1), ("r2", 0, 1), ("r3", 0, 1)], "")
+    assert [m.request_id for m in matched] == ["r2", "r3"] and [u[0] for u in unknown] == ["r0", "r1"]

@@ -450,7 +450,7 @@ def open_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("open")
     repo = copy_repository(tmp / "repository", ["claims"])
     assert not [k for k in os.environ if k.startswith(("INSURANCE_API_KEYS", "INSURANCE_JWT_"))]
-    srv = start_server(repo, tmp, ["/v2/models/claims/ready"])
+    srv = start_server(repo, tmp, ["/v2/models/claims/ready"], env={"INSURANCE_OUTCOMES_CAPACITY": "4"})
     yield srv
     stop_server(srv)
 
@@ -463,6 +463,25 @@ def test_with_authentication_off_nothing_changes(open_server):
                           [("X-API-Key", "a"), ("X-API-Key", "b")])
     assert status == 200, "headers are not looked at with authentication off"
     assert "ml_auth_failures_total{" not in _metrics(open_server)
+
+
+def test_outcome_store_evictions_are_counted(open_server):
+    """outcomes_capacity 4 rows per version: of two 3-row requests only the second stays."""
+    http = Http(open_server.http_port)
+
+    def evicted() -> float:
+        for line in _metrics(open_server).splitlines():
+            if line.startswith('ml_outcome_store_evictions_total{') and 'model_name="claims"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = evicted()
+    for rid in ("evict-a", "evict-b"):
+        assert http.post("/v2/models/claims/infer", {**request_json("claims"), "id": rid}).status == 200
+    assert evicted() >= before + 3  # evict-a, and whatever an earlier test scored
+    a = http.post("/v2/models/claims/outcomes", {"outcomes": [{"id": "evict-a", "row": 0, "outcome": 1},
+                                                             {"id": "evict-b", "row": 2, "outcome": 0}]})
+    assert a.json()["matched"] == 1 and a.json()["unknown"] == [{"id": "evict-a", "row": 0}]
 
 
 # ---- HTTP request smuggling: refused before routing (held up in the review; kept with a test) ------

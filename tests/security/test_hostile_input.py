@@ -380,6 +380,9 @@ NAMED = {
 
 
 def test_named_attacks_over_rest(target):
+    # a fresh connection: uvicorn closes a keep-alive connection idle for 5 s (the gRPC fuzz before this
+    # may take longer on a loaded machine), and check_http does not reconnect
+    target.http_client.conn.close()
     for kind, body in NAMED.items():
         text = json.dumps(body)
         status, data = check_http(target, "POST", "/v2/models/auto/infer", text, f"named: {kind}")

@@ -531,3 +531,16 @@ def test_jwt_header_keys_jku_and_embedded_jwk_are_never_used(jwt_auth, credentia
     for extra in ({"jwk": public}, {"jku": "http://127.0.0.1:9/jwks.json"}, {"x5u": "http://127.0.0.1:9/cert.pem"}):
         token = pyjwt.encode(claims, attacker, algorithm="RS256", headers={"kid": "k1", **extra})
         assert _reason(jwt_auth, authorization=f"Bearer {token}") == "invalid_token", extra
+
+
+def test_api_docs_paths_and_the_openapi_switch(monkeypatch):
+    monkeypatch.setattr(auth_mod, "_env_auth", [])
+    for path in ("/openapi.json", "/docs", "/v2/docs", "/v2/models/auto/docs", "/v2/models/auto/versions/1/docs"):
+        assert auth_mod._is_docs(path), path
+    for path in ("/v2/docs/dataplane.json", "/v2/models/auto/docs/dataplane.json", "/v2/models/docs/infer", "/v2"):
+        assert not auth_mod._is_docs(path), path
+    monkeypatch.setenv("INSURANCE_OPENAPI", "true")
+    env = Authenticator(auth_mod.server_options())
+    env.openapi = auth_mod.server_options().openapi
+    monkeypatch.setattr(auth_mod, "_env_auth", [env])
+    assert not auth_mod._is_docs("/openapi.json") and auth_mod._is_docs("/v2/docs"), "the swagger pages stay off"

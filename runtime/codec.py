@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
+from mlserver.types import InferenceResponse, MetadataTensor
 
 from predictors.encoding import InputError
 from predictors.spec import NUMERIC, Feature
@@ -39,7 +39,7 @@ def _rows(name: str, shape: Sequence[int], max_rows: int) -> int:
 def _flat(name: str, data: Any, n: int) -> list:
     if not isinstance(data, list):
         data = [data]
-    if len(data) == n and not any(isinstance(v, list) for v in data):
+    if len(data) == n and list not in set(map(type, data)):  # one C loop: flat already ([N] or [N, 1] flat)
         return data
     flat: list = []
     for v in data:
@@ -84,10 +84,6 @@ def decode(inputs: Sequence[Any], features: Sequence[Feature], max_rows: int) ->
             raise InputError(inp.name, f"has {rows} rows but input '{first}' has {n}")
         raw[inp.name] = _flat(inp.name, getattr(inp.data, "root", inp.data), rows)
     return raw, n  # type: ignore[return-value]
-
-
-def quote_time(request: InferenceRequest) -> datetime:
-    return quote_time_of(request.parameters.model_extra if request.parameters is not None else None)
 
 
 def quote_time_of(parameters: Mapping[str, Any] | None) -> datetime:

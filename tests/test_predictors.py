@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from predictors import InputError, load_predictor
-from predictors.business import AnomalyScorer, MarketPricing, confidence, risk_factor, triage
+from predictors.business import AnomalyScorer, MarketPricing, RiskPricing, confidence, triage
 from predictors.encoding import LeadEncoder, normalize
 from predictors.spec import ConfigError, parse_config
 from training.data import to_batch
@@ -73,6 +73,20 @@ def test_normalize_refuses_bad_input_naming_it(auto, raw, offending, message):
         normalize(auto.features, raw)
     assert err.value.input_name == offending
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("bounds, value, shown", [
+    ({"min": 0.0}, -1.0, "[0, inf]"),
+    ({"max": 10.0}, 11.0, "[-inf, 10]"),
+])
+def test_one_sided_range_refuses_out_of_range_with_an_input_error(bounds, value, shown):
+    from predictors.spec import Feature
+
+    feature = Feature(name="amount", kind="numeric", **bounds)
+    with pytest.raises(InputError) as err:  # a 400 on the server, not a TypeError (500) from formatting None
+        normalize([feature], {"amount": [5.0, value]})
+    assert err.value.input_name == "amount"
+    assert f"row 1 is {value:g}, outside the allowed range {shown}" in str(err.value)
 
 
 def test_required_feature(config):
@@ -140,7 +154,7 @@ def test_peak_hours_window_is_utc_and_end_exclusive(config):
 def test_risk_bands_ignore_missing_values(config):
     vertical = config.vertical("auto")
     batch = normalize(vertical.features, {"age": [22, None, 80], "usage_type": ["rideshare", None, "personal"]})
-    np.testing.assert_allclose(risk_factor(vertical.pricing["risk"], batch), [1.45 * 1.4, 1.0, 1.25])
+    np.testing.assert_allclose(RiskPricing(vertical.pricing["risk"]).factor(batch), [1.45 * 1.4, 1.0, 1.25])
 
 
 def test_anomaly_score_is_about_uniform_on_training_like_claims(config):

@@ -1,5 +1,5 @@
-"""The fast path (Normalizer, LeadEncoder caches, BoosterScorer, RiskPricing, vectorized pricing, the
-prediction cache, compiled trees) against the plain row-by-row reference (predictors/reference.py),
+"""predictors/ (Normalizer, LeadEncoder caches, BoosterScorer, RiskPricing, vectorized pricing, the
+prediction cache, compiled trees) against the plain row-by-row reference (tests/reference.py),
 on generated rows of every vertical; batched and unbatched calls agree. Not timed."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from predictors import load_predictor
 from predictors.business import RiskPricing, _apply_rule
 from predictors.cache import PredictionCache, request_key
 from predictors.encoding import normalize
-from predictors.reference import reference_claims, reference_lead
+from .reference import reference_claims, reference_lead
 from predictors.scoring import BoosterScorer, lleaves_available, max_difference, probe_matrix
 from predictors.spec import NUMERIC
 from training.synthetic import generate

@@ -8,9 +8,12 @@ else (values, ranges, UTF-8) is checked by predictors.normalize.
 
 from __future__ import annotations
 
+import gzip
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+import orjson
 from mlserver.types import InferenceResponse, MetadataTensor
 
 from predictors.encoding import InputError
@@ -123,6 +126,43 @@ def encode(model_name: str, model_version: str | None, request_id: str | None, n
         "outputs": [{"name": name, "shape": [n], "datatype": datatypes[name], "data": as_list(outputs[name])}
                     for name in names],
     })
+
+
+#: MLServer's REST app compresses answers of at least this many bytes when the client accepts gzip
+#: (Starlette's GZipMiddleware defaults, level 9); the runtime's path keeps the threshold, its level
+#: is the `gzip_level` setting (docs/performance.md).
+GZIP_MINIMUM_SIZE = 500
+_VARY = ("vary", "Accept-Encoding")
+
+
+def json_response(model: Any, request_id: str | None, n: int, outputs: Mapping[str, Any], names: Sequence[str],
+                  extra: Mapping[str, str], request_headers: Mapping[str, str], gzip_level: int
+                  ) -> tuple[bytes, list]:
+    """The V2 JSON answer MLServer writes for these outputs (same bytes), and its extra headers.
+    float64 outputs go to orjson as arrays (same text as their float lists, no per-value Python).
+    Bodies of GZIP_MINIMUM_SIZE bytes and more get `Vary: Accept-Encoding` as MLServer's GZip
+    middleware adds it, and, when the client accepts gzip and `gzip_level` > 0, are compressed here
+    at that level (the middleware passes an encoded body through; with 0 it compresses at 9)."""
+    types = model.predictor.outputs
+    answer = {"model_name": model.name, "model_version": model.version, "id": request_id, "parameters": {},
+              "outputs": [{"name": o, "shape": [n], "datatype": types[o], "data": _serializable(outputs[o])}
+                          for o in names]}
+    if model.version is None:
+        del answer["model_version"]
+    body = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers = list(extra.items())
+    if len(body) >= GZIP_MINIMUM_SIZE and gzip_level > 0 and "gzip" in request_headers.get("accept-encoding", ""):
+        body = gzip.compress(body, compresslevel=gzip_level, mtime=0)
+        headers += [_VARY, ("content-encoding", "gzip")]
+    return body, headers
+
+
+def _serializable(values: Any) -> Any:
+    """What orjson writes without per-value Python: a C-contiguous array (a column of predict_proba
+    is strided), or the list of str as is."""
+    if isinstance(values, np.ndarray) and not values.flags.c_contiguous:
+        return np.ascontiguousarray(values)
+    return values
 
 
 def as_list(values: Any) -> list:

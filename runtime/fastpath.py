@@ -51,7 +51,7 @@ from mlserver.types import Datatype
 from mlserver.utils import generate_uuid
 from starlette.routing import BaseRoute, Match, NoMatchFound
 
-from .codec import as_list
+from . import codec
 from .hardening import MALFORMED, InvalidRequest, malformed
 
 logger = logging.getLogger("mlserver.insurance.fastpath")
@@ -309,13 +309,8 @@ class RestInfer(BaseRoute):
             ce, n, outputs, names = infer(self.data_plane, model, name, version, request, headers, True)
         except MLServerError as e:
             return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), ())
-        types = model.predictor.outputs
-        answer = {"model_name": model.name, "model_version": model.version, "id": request.id,
-                  "parameters": {},
-                  "outputs": [{"name": o, "shape": [n], "datatype": types[o], "data": as_list(outputs[o])} for o in names]}
-        if model.version is None:
-            del answer["model_version"]
-        await _send(send, 200, orjson.dumps(answer), ce.items())
+        await _send(send, 200, *codec.json_response(model, request.id, n, outputs, names, ce, headers,
+                                                    model.options.gzip_level))
 
     async def _mlserver(self, scope: dict, receive: Any, send: Any) -> None:
         for route in self.app.router.routes:

@@ -190,3 +190,19 @@ def test_threshold_override_changes_decisions_only(config):
     a, b = base.predict(raw).outputs, strict.predict(raw).outputs
     np.testing.assert_array_equal(a["score"], b["score"])
     assert b["decision"] == ["reject", "reject"]
+
+
+def test_lead_scoring_bundle_loads_without_importing_scikit_learn():
+    # a fresh interpreter: this test process has imported scikit-learn already
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from predictors import load_predictor\n"
+            "from predictors.bundle import MODEL_FILES\n"
+            f"auto = load_predictor({str(shipped_bundle('auto'))!r})\n"
+            "print('sklearn' in sys.modules, 'scipy.stats' in sys.modules)\n"
+            f"claims = load_predictor({str(shipped_bundle('claims'))!r})\n"  # scikit-learn still importable after
+            "print('sklearn' in sys.modules, type(claims.model).__module__.split('.')[0])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split("\n")[:2] == ["False False", "True sklearn"]

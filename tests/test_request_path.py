@@ -10,6 +10,7 @@ involved. ``ml_fast_path_requests_total`` shows which path answered.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import re
 import uuid
@@ -103,6 +104,28 @@ def test_examples_answer_identically_and_take_the_fast_path(pair):
     for m in MODELS:
         assert fast_path_count(pair.fast, m) == before[m] + 4
         assert fast_path_count(pair.plain, m) == 0
+
+
+def _rows(body: dict, n: int) -> dict:
+    """The example request repeated to n rows (one input as [N, 1], as MLServer allows)."""
+    inputs = []
+    for k, inp in enumerate(body["inputs"]):
+        data = [inp["data"][i % len(inp["data"])] for i in range(n)]
+        inputs.append({**inp, "shape": [n, 1] if k == 0 else [n], "data": [[v] for v in data] if k == 0 else data})
+    return {**body, "inputs": inputs}
+
+
+@pytest.mark.parametrize("model", ["auto", "claims"])
+def test_big_requests_answer_identically_with_and_without_gzip(pair, model):
+    body = _rows(request_json(model), 1000)
+    assert same_rest(pair, f"/v2/models/{model}/infer", body) == 200
+    fs, fb, fh = post(pair, "fast", f"/v2/models/{model}/infer", body, {"Accept-Encoding": "gzip"})
+    ps, pb_, ph = post(pair, "plain", f"/v2/models/{model}/infer", body, {"Accept-Encoding": "gzip"})
+    assert fs == ps == 200
+    assert fh["content-encoding"] == ph["content-encoding"] == "gzip" and fh["vary"] == ph["vary"]
+    assert gzip.decompress(fb) == gzip.decompress(pb_)
+    # gzip's XFL byte: 4 = fastest (the runtime's gzip_level 1), 2 = best (MLServer's level 9)
+    assert (fb[8], pb_[8]) == (4, 2)
 
 
 def test_errors_answer_identically(pair):

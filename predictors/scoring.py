@@ -244,8 +244,19 @@ def lleaves_available() -> bool:
 
 
 def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME (~/.cache) /insurance-serving/compiled when it can be written, else the same
+    under the temporary folder (/tmp: the writable folder of a read-only container), so that a
+    restart finds its compiled trees instead of compiling again."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "insurance-serving" / "compiled"
+    for root in (Path(base), Path(tempfile.gettempdir())):
+        folder = root / "insurance-serving" / "compiled"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    return Path(tempfile.gettempdir()) / "insurance-serving" / "compiled"
 
 
 def object_path(model_file: str | Path, cache_dir: str | Path) -> Path:

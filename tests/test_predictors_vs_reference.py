@@ -221,3 +221,31 @@ def test_compiled_trees_equal_lightgbm_within_1e_9(tmp_path):
     fast = predictor.predict(columns(rows, predictor.features), now=PEAK).outputs
     np.testing.assert_allclose(fast["score"], expected["score"], rtol=0, atol=1e-9)
     assert fast["decision"] == expected["decision"]
+
+
+def test_compiled_trees_cache_falls_back_to_the_temporary_folder(tmp_path, monkeypatch):
+    from predictors.scoring import default_cache_dir
+
+    readonly = tmp_path / "readonly-home"
+    readonly.write_text("a file: nothing can be created under it, like a read-only root")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(readonly))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    assert default_cache_dir() == tmp_path / "tmp" / "insurance-serving" / "compiled"
+
+
+@pytest.mark.skipif(not lleaves_available(), reason="lleaves not installed (optional: compiled trees)")
+def test_compiled_trees_are_reused_after_a_restart(tmp_path, monkeypatch):
+    from predictors import scoring
+
+    first = load_predictor(shipped_bundle("auto"))
+    first.use_compiled_trees(tmp_path, background=False)
+    assert first.scorer.name == "lleaves"
+    monkeypatch.setattr(scoring, "compile_to", None)  # a second compile would fail
+    monkeypatch.setattr("predictors.predictor.compile_in_subprocess", None)
+    restarted = load_predictor(shipped_bundle("auto"))
+    assert restarted.use_compiled_trees(tmp_path) is None  # no background compile: loaded at once
+    assert restarted.scorer.name == "lleaves"

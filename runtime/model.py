@@ -12,7 +12,7 @@ from mlserver.utils import get_model_uri
 from predictors import BundleError, InputError, load_config, load_predictor
 from predictors.signing import load_public_keys, verify_bundle
 
-from . import codec, fastpath, hardening, limits, loading, metrics
+from . import codec, fastpath, grpc_metrics, hardening, limits, loading, metrics
 from . import outcomes as outcomes_api
 from .auth import Authenticator
 from .settings import RuntimeSettings
@@ -20,6 +20,7 @@ from .settings import RuntimeSettings
 hardening.install()  # MLServer 1.7.1 gRPC fixes (401 -> UNAUTHENTICATED, malformed raw contents -> 400, ...)
 loading.install()  # parallel workers report a bundle that failed to load as not ready
 fastpath.install()  # the runtime's own V2 infer path (REST, gRPC) for its models: runtime/fastpath.py
+grpc_metrics.install()  # MLServer's gRPC Prometheus series from a cheaper interceptor: runtime/grpc_metrics.py
 
 
 class InvalidInput(MLServerError):

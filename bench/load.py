@@ -26,6 +26,7 @@ for line in io.lines("%(bodies)s") do bodies[#bodies + 1] = line end
 local counter = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+%(headers)s
 
 function setup(thread)
   thread:set("offset", counter)
@@ -73,13 +74,15 @@ def wrk_available() -> bool:
 
 
 def run_wrk(base_url: str, path: str, bodies: list[bytes], concurrency: int, duration: float, rows: int,
-            workdir: Path, threads: int = 1) -> Point:
+            workdir: Path, threads: int = 1, headers: dict[str, str] | None = None) -> Point:
     workdir.mkdir(parents=True, exist_ok=True)
     body_file = workdir / f"bodies-{abs(hash(tuple(bodies[:2]))) % 10**8}-{len(bodies)}.jsonl"
     if not body_file.exists():
         body_file.write_bytes(b"\n".join(bodies) + b"\n")
-    script = workdir / f"{body_file.stem}-{path.strip('/').replace('/', '_')}.lua"
-    script.write_text(LUA % {"bodies": str(body_file), "path": path})
+    extra = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
+    tag = hashlib.sha256(extra.encode()).hexdigest()[:8]
+    script = workdir / f"{body_file.stem}-{path.strip('/').replace('/', '_')}-{tag}.lua"
+    script.write_text(LUA % {"bodies": str(body_file), "path": path, "headers": extra})
     threads = max(1, min(threads, concurrency))
     cmd = ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{max(1, round(duration))}s",
            "--timeout", "10s", "-s", str(script), base_url]

@@ -179,10 +179,13 @@ class Normalizer:
                     codes_out[f.name] = np.full(n, np.nan)
                 n_missing_all += 1
                 continue
-            plain = values.__class__ is list and set(map(type, values)) == _STR
-            if plain and n > _SCALAR_ROWS:  # many plain strings: work per distinct value, C loops per row
-                texts, codes_out[f.name], missing, count = _distinct(values, n, codes if kind == CATEGORICAL
-                                                                     else None, seen)
+            types = set(map(type, values)) if values.__class__ is list else None
+            plain = types == _STR
+            distinct = None
+            if n > _SCALAR_ROWS and types and (types <= _STR_NONE or types <= _BYTES_NONE):  # per distinct value
+                distinct = _distinct(values, n, codes if kind == CATEGORICAL else None, seen)
+            if distinct is not None:
+                texts, codes_out[f.name], missing, count = distinct
                 if missing is not None:
                     text_missing_array = missing if text_missing_array is None else text_missing_array + missing
                 if count:
@@ -233,19 +236,28 @@ class Normalizer:
         return Batch(n=n, columns=columns, present=present, unseen=unseen, codes=codes_out)
 
 
-_STR = {str}
+_STR, _STR_NONE, _BYTES_NONE = {str}, {str, type(None)}, {bytes, type(None)}
 
 
-def _distinct(values: list, n: int, codes: dict | None, seen: dict) -> tuple:
-    """Plain-string column -> (texts, codes, missing, unseen count), computed once per distinct value
-    and spread over the rows by C-level maps: texts stripped (None when blank) and, for a categorical
-    feature (`codes` given), lower-cased with their float64 code (NaN unseen or missing). `seen`
-    caches stripped value -> (lower-cased, code), bounded. missing: float64 0/1 per row, or None."""
+def _distinct(values: list, n: int, codes: dict | None, seen: dict) -> tuple | None:
+    """A column of str (or of bytes), None for missing -> (texts, codes, missing, unseen count), computed once per
+    distinct value and spread over the rows by C-level maps: texts decoded from UTF-8, stripped (None
+    when blank) and, for a categorical feature (`codes` given), lower-cased with their float64 code
+    (NaN unseen or missing). `seen` caches stripped value -> (lower-cased, code), bounded. missing:
+    float64 0/1 per row, or None. None when some bytes are not UTF-8 (_as_text names the row)."""
     nan = math.nan
     text_of, code_of, missing_of = {}, {}, {}
     blanks = 0
     for v in set(values):
-        t = v.strip() or None
+        if v is None:
+            t = None
+        elif v.__class__ is bytes:
+            try:
+                t = v.decode("utf-8").strip() or None
+            except UnicodeDecodeError:
+                return None
+        else:
+            t = v.strip() or None
         if t is None:
             blanks += 1
             text_of[v], code_of[v], missing_of[v] = None, nan, 1.0

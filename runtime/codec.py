@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import orjson
+from mlserver.raw import unpack as mlserver_unpack
 from mlserver.types import InferenceResponse, MetadataTensor
 
 from predictors.encoding import InputError
@@ -155,6 +156,44 @@ def json_response(model: Any, request_id: str | None, n: int, outputs: Mapping[s
         body = gzip.compress(body, compresslevel=gzip_level, mtime=0)
         headers += [_VARY, ("content-encoding", "gzip")]
     return body, headers
+
+
+def unpack(tensor: Any, raw: bytes) -> list:
+    """mlserver.raw.unpack (raw gRPC contents -> values), with BYTES split by a leaner loop; anything
+    the loop does not read cleanly goes to MLServer's function, which raises its own error."""
+    if tensor.datatype == "BYTES":
+        values = _split_bytes(raw)
+        if values is not None:
+            return values
+    return mlserver_unpack(tensor, raw)
+
+
+def _split_bytes(raw: bytes) -> list | None:
+    """4-byte little-endian length + bytes, repeated (what MLServer's _unpack_bytes reads with two
+    struct calls per element); None when the data ends inside an element."""
+    out: list = []
+    append = out.append
+    frombytes = int.from_bytes
+    offset, length = 0, len(raw)
+    while offset < length:
+        start = offset + 4
+        if start > length:
+            return None
+        offset = start + frombytes(raw[offset:start], "little")
+        if offset > length:
+            return None
+        append(raw[start:offset])
+    return out
+
+
+def packed_bytes(values: Sequence[Any], prefixed: bool) -> Any:
+    """BYTES output values as gRPC carries them: UTF-8 bytes (a list), or with `prefixed` the raw
+    contents (4-byte length + bytes per element, joined); encoded once per distinct value."""
+    distinct = {v: v.encode("utf-8") if isinstance(v, str) else v for v in set(values)}
+    if prefixed:
+        distinct = {v: len(b).to_bytes(4, "little") + b for v, b in distinct.items()}
+        return b"".join(map(distinct.__getitem__, values))
+    return list(map(distinct.__getitem__, values))
 
 
 def _serializable(values: Any) -> Any:

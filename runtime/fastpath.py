@@ -46,7 +46,6 @@ from mlserver.context import model_context
 from mlserver.errors import MLServerError
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.utils import to_headers, to_metadata
-from mlserver.raw import unpack
 from mlserver.types import Datatype
 from mlserver.utils import generate_uuid
 from starlette.routing import BaseRoute, Match, NoMatchFound
@@ -357,7 +356,7 @@ def from_proto(message: Any) -> Request:
         _proto_parameters(inp.parameters)
         if not data and raw:
             try:
-                tensor.data = unpack(tensor, raw[r])
+                tensor.data = codec.unpack(tensor, raw[r])
             except MALFORMED as e:  # as MLServer's converter with runtime/hardening.py
                 raise malformed(e) from e
             r += 1
@@ -398,12 +397,10 @@ def to_proto(model: Any, request_id: str, n: int, outputs: dict, names: list, us
         if use_raw:
             out.contents.SetInParent()  # MLServer writes an empty contents message next to raw outputs
         if datatype == "BYTES":
-            values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
             if use_raw:
-                response.raw_output_contents.append(
-                    b"".join(len(v).to_bytes(4, "little") + v for v in values))
+                response.raw_output_contents.append(codec.packed_bytes(values, True))
             else:
-                out.contents.bytes_contents.extend(values)
+                out.contents.bytes_contents.extend(codec.packed_bytes(values, False))
         elif use_raw:
             response.raw_output_contents.append(values.astype("<f8", copy=False).tobytes())
         else:

@@ -124,6 +124,29 @@ def test_normalize_fast_and_general_paths_agree(predictors_by_name):
     assert sum(b.unseen.get("vehicle_make", 0) for b in small) == big.unseen.get("vehicle_make", 0)
 
 
+def test_many_bytes_rows_normalize_like_their_strings(predictors_by_name):
+    # gRPC raw contents carry BYTES as bytes: the per-distinct-value path decodes them like strings
+    predictor = predictors_by_name["auto"]
+    cols = columns(raw_rows(predictor.vertical, rows=300, seed=4), predictor.features)
+    as_bytes = {name: [v.encode() if isinstance(v, str) else v for v in values] for name, values in cols.items()}
+    a, b = predictor.normalize(cols), predictor.normalize(as_bytes)
+    for f in predictor.features:
+        if f.kind == NUMERIC:
+            np.testing.assert_array_equal(a.columns[f.name], b.columns[f.name])
+        else:
+            assert a.columns[f.name].tolist() == b.columns[f.name].tolist()
+    assert a.present.tolist() == b.present.tolist() and a.unseen == b.unseen
+
+
+def test_invalid_utf8_in_many_rows_names_the_row(predictors_by_name):
+    from predictors import InputError
+
+    values = [b"nurse"] * 300
+    values[123] = b"\xff\xfe"
+    with pytest.raises(InputError, match="'occupation': row 123 is not valid UTF-8"):
+        predictors_by_name["auto"].normalize({"occupation": values})
+
+
 @pytest.mark.parametrize("values, message", [
     ([True], "row 0 is True: expected a number or null"),
     ([float("nan")], "row 0 is nan: numbers must be finite"),

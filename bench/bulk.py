@@ -131,14 +131,16 @@ class Bulk:
         """One vertical per server, as a KServe pod serves it: cold start (process start to ready)
         and resident memory after load and after 1,000 requests; modules a lead-scoring pod should
         not map. In the process here; the container image's figures come from the cluster checks."""
-        variants = [("auto", {}, "A auto"), ("claims", {}, "A claims")]
+        variants = [("auto", {}, "A auto"), ("claims", {}, "A claims"),
+                    ("auto", {}, "A auto MALLOC_ARENA_MAX=2")]
         if self.lleaves:
             variants.append(("auto", {"compiled_trees": True, "compiled_trees_cache": str(self.compiled_cache)},
                              "A+lleaves auto"))
         image_like = servers.without_pyarrow(self.workdir)  # the image has no pyarrow (pip install .)
         out = {}
         for model, extra, label in variants:
-            run = self.start_a(label, extra, models=(model,), env=image_like)
+            env = {**image_like, **({"MALLOC_ARENA_MAX": "2"} if "MALLOC_ARENA_MAX" in label else {})}
+            run = self.start_a(label, extra, models=(model,), env=env)
             try:
                 after_load = run.rss_mb()
                 body = json.dumps({k: v for k, v in json.loads((TESTDATA / f"{model}.json").read_text()).items()
@@ -154,10 +156,9 @@ class Bulk:
                 maps = Path(f"/proc/{run.process.pid}/maps").read_text()
                 out[label] = {"cold_start_s": round(run.cold_start_s, 2), "rss_after_load_mb": round(after_load, 1),
                               "rss_after_1000_requests_mb": round(run.rss_mb(), 1),
-                              "maps_sklearn": "/sklearn/" in maps, "maps_scipy": "/scipy/" in maps,
-                              "maps_scipy_beyond_sparse": any("/scipy/" in ln and "/scipy/sparse/" not in ln
-                                                              and "scipy.libs" not in ln and "/scipy/_lib/" not in ln
-                                                              for ln in maps.splitlines())}
+                              "maps_sklearn": "/sklearn/" in maps,
+                              "scipy_packages_mapped": sorted({ln.split("/scipy/", 1)[1].split("/")[0]
+                                                               for ln in maps.splitlines() if "/scipy/" in ln})}
                 log(f"  {label}: {out[label]}")
             finally:
                 run.stop()

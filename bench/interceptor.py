@@ -117,4 +117,6 @@ def measure(calls_per_round: int = 2000, rounds: int = 9) -> dict:
 
 
 if __name__ == "__main__":
-    print(measure())
+    import json
+
+    print(json.dumps(measure()))

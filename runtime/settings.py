@@ -97,7 +97,8 @@ class RuntimeSettings(BaseSettings):
     #: LightGBM's within 1e-9; LightGBM serves meanwhile, and for good if lleaves is missing or differs.
     compiled_trees: bool = False
     #: Where compiled trees are kept, keyed by model, compiler and CPU (never inside a bundle); default
-    #: $XDG_CACHE_HOME/insurance-serving/compiled (~/.cache/...). Compiling takes ~5 s per model once.
+    #: $XDG_CACHE_HOME/insurance-serving/compiled (~/.cache/...), or under /tmp ($TMPDIR) when that
+    #: cannot be written (a read-only container). Compiling takes ~3-10 s per model once.
     compiled_trees_cache: Optional[Path] = None
     #: Prediction cache: seconds the outputs of a request are reused for an identical request; 0 (the
     #: default) turns the cache off.

@@ -212,9 +212,12 @@ def same_grpc(pair: Pair, request) -> grpc.StatusCode:
     return fast[0]
 
 
-def grpc_request(model: str, raw: bool, **kw):
+def grpc_request(model: str, raw: bool, rows: int | None = None, **kw):
     pb = _pb()
     body = request_json(model)
+    if rows:  # the example's rows repeated to `rows`
+        body["inputs"] = [{**spec, "shape": [rows], "data": [spec["data"][i % len(spec["data"])] for i in range(rows)]}
+                          for spec in body["inputs"]]
     req = pb.ModelInferRequest(model_name=model, id=body["id"], **kw)
     req.parameters["quote_time"].string_param = body["parameters"]["quote_time"]
     for spec in body["inputs"]:
@@ -254,6 +257,12 @@ def test_grpc_answers_identically_and_takes_the_fast_path(pair):
             sent += 1
     assert fast_path_count(pair.fast, "claims") + fast_path_count(pair.fast, "auto") == before + sent
     assert same_grpc(pair, grpc_request("auto", False, model_version="9.9.9")) == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("model", ["auto", "claims"])
+@pytest.mark.parametrize("raw", [False, True])
+def test_big_grpc_requests_answer_identically(pair, model, raw):
+    assert same_grpc(pair, grpc_request(model, raw, rows=1000)) == grpc.StatusCode.OK
 
 
 def test_hostile_grpc_requests_answer_identically(pair):

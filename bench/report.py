@@ -14,7 +14,7 @@ DESCRIPTIONS = {
     "M": "MLServer floor: A's requests and A's five outputs through MLServer with a runtime that computes "
          "nothing (bench/noop_runtime.py): the most any runtime on MLServer can reach with this traffic",
     "B": "stock `mlserver_lightgbm.LightGBMModel`, same model.txt, same MLServer settings; the client sends the "
-         "25 encoded columns (predictors' LeadEncoder) and gets the score only",
+         "39 encoded columns (predictors' LeadEncoder) and gets the score only",
     "C": "KServe 0.16 custom predictor (`kserve.Model` + `kserve.ModelServer`, V2) calling predictors/ "
          "(bench/kserve_server.py)",
     "D": "floor: raw ASGI app on uvicorn + orjson calling predictors/, and a bare grpcio asyncio server doing the "

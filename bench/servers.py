@@ -146,7 +146,13 @@ def without_pyarrow(workdir: Path) -> dict[str, str]:
     comes only with the dev/parquet extras, and pandas imports it at startup when present)."""
     site = workdir / "no-pyarrow"
     site.mkdir(parents=True, exist_ok=True)
-    (site / "sitecustomize.py").write_text("import sys\nsys.modules['pyarrow'] = None  # import pyarrow -> ImportError\n")
+    # a finder that refuses pyarrow (not sys.modules['pyarrow'] = None: scikit-learn reads that entry)
+    (site / "sitecustomize.py").write_text(
+        "import sys\n\n\nclass _NoPyarrow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'pyarrow' or name.startswith('pyarrow.'):\n"
+        "            raise ImportError('pyarrow is not installed (as in the image)')\n\n\n"
+        "sys.meta_path.insert(0, _NoPyarrow())\n")
     return {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}
 
 

@@ -6,7 +6,7 @@
 BENCH_ARGS ?=
 BENCH_INSTALLED := $(VENV)/.bench-installed
 
-.PHONY: bench bench-deps
+.PHONY: bench bench-deps bench-bulk
 
 $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,bench,compiled]'
@@ -21,5 +21,12 @@ bench-deps: $(BENCH_INSTALLED) ## Install the bench and compiled extras (matplot
 	  else echo "error: $$cmd not found; install it (Debian/Ubuntu: sudo apt-get install -y $$pkg)" >&2; exit 1; fi; \
 	done
 
-bench: bench-deps ## Benchmark A/B/C/D on loopback into bench/results/ (~25 min; BENCH_ARGS=--quick: ~4 min)
+bench: bench-deps ## Benchmark A/B/C/D on loopback into bench/results/ (~25 min; BENCH_ARGS=--quick: ~4 min), then bench-bulk
 	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench.bulk $(BULK_ARGS)
+
+# Arguments of `python -m bench.bulk`, e.g. `make bench-bulk BULK_ARGS="--steps big_requests memory"`.
+BULK_ARGS ?=
+
+bench-bulk: bench-deps ## Big requests (1,000/10,000 rows: HTTP, HTTP+gzip, gRPC), one-vertical memory, cold start (~5 min) into bench/results/bulk.md
+	$(PY) -m bench.bulk $(BULK_ARGS)

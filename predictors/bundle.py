@@ -116,9 +116,9 @@ def load_model(folder: str | Path, manifest: dict[str, Any]) -> Any:
     path = Path(folder) / manifest["model_file"]
     try:
         if manifest["framework"] == "lightgbm":
-            import lightgbm
+            from .scoring import import_lightgbm  # without its scikit-learn API: predictors/scoring.py
 
-            return lightgbm.Booster(model_str=path.read_text(encoding="utf-8"))
+            return import_lightgbm().Booster(model_str=path.read_text(encoding="utf-8"))
         import skops.io
 
         return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)

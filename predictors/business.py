@@ -48,13 +48,11 @@ def confidence(scores: np.ndarray, threshold: float, present: np.ndarray, n_feat
     return np.minimum(margin, 1.0) * (present / max(n_features, 1))  # margin >= 0: the clip at 0 is moot
 
 
+_REJECT_ACCEPT = np.array([REJECT, ACCEPT], dtype=object)
+
+
 def decisions(scores: np.ndarray, threshold: float) -> list[str]:
-    return [ACCEPT if s >= threshold else REJECT for s in scores.tolist()]
-
-
-def risk_factor(rules: Sequence[Mapping[str, Any]], batch: Batch, features: Sequence[Any] = ()) -> np.ndarray:
-    """Product of the risk rules per row (RiskPricing builds the tables once; this builds them per call)."""
-    return RiskPricing(rules, features).factor(batch)
+    return _REJECT_ACCEPT[(scores >= threshold).view(np.uint8)].tolist()  # one gather, no per-row Python
 
 
 def _apply_rule(rule: Mapping[str, Any], batch: Batch, risk: np.ndarray) -> None:
@@ -219,8 +217,8 @@ class MarketPricing:
         peak = self.peak_factor if self.is_peak(now) else 1.0
         low_rows = scores < self.low_below
         low = np.where(low_rows, self.low_factor, 1.0)
-        plain, discounted = self.texts(peak)
-        return peak * low, [discounted if r else plain for r in low_rows.tolist()]
+        texts = np.array(self.texts(peak), dtype=object)  # (plain, discounted)
+        return peak * low, texts[low_rows.view(np.uint8)].tolist()
 
 
 def price(base_premium: float, risk: np.ndarray, market: np.ndarray) -> np.ndarray:

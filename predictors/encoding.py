@@ -148,6 +148,7 @@ class Normalizer:
         codes_out: dict[str, np.ndarray] = {}
         numeric_missing = None  # numeric NaN per row (numpy), only when some value is missing
         text_missing = [0] * n  # categorical / text None per row
+        text_missing_array = None  # the same, from the per-distinct-value path (numpy)
         n_missing_all = 0  # features missing in every row (absent inputs)
         unseen: dict[str, int] = {}
         nan = math.nan
@@ -178,7 +179,24 @@ class Normalizer:
                     codes_out[f.name] = np.full(n, np.nan)
                 n_missing_all += 1
                 continue
-            if values.__class__ is list and all(v.__class__ is str for v in values):
+            types = set(map(type, values)) if values.__class__ is list else None
+            plain = types == _STR
+            distinct = None
+            if n > _SCALAR_ROWS and types and (types <= _STR_NONE or types <= _BYTES_NONE):  # per distinct value
+                distinct = _distinct(values, n, codes if kind == CATEGORICAL else None, seen)
+            if distinct is not None:
+                texts, codes_out[f.name], missing, count = distinct
+                if missing is not None:
+                    text_missing_array = missing if text_missing_array is None else text_missing_array + missing
+                if count:
+                    unseen[f.name] = count
+                if kind != CATEGORICAL:
+                    del codes_out[f.name]
+                col = np.empty(n, dtype=object)
+                col[:] = texts
+                columns[f.name] = col
+                continue
+            if plain:
                 texts = [v.strip() or None for v in values]  # the common case: plain strings
             else:
                 texts = _as_text(f.name, values).tolist()
@@ -210,10 +228,58 @@ class Normalizer:
             col[:] = texts
             columns[f.name] = col
         present = np.array(text_missing, dtype=np.float64)
+        if text_missing_array is not None:
+            present += text_missing_array
         if numeric_missing is not None:
             present += numeric_missing
         present = (len(self.features) - n_missing_all) - present
         return Batch(n=n, columns=columns, present=present, unseen=unseen, codes=codes_out)
+
+
+_STR, _STR_NONE, _BYTES_NONE = {str}, {str, type(None)}, {bytes, type(None)}
+
+
+def _distinct(values: list, n: int, codes: dict | None, seen: dict) -> tuple | None:
+    """A column of str (or of bytes), None for missing -> (texts, codes, missing, unseen count), computed once per
+    distinct value and spread over the rows by C-level maps: texts decoded from UTF-8, stripped (None
+    when blank) and, for a categorical feature (`codes` given), lower-cased with their float64 code
+    (NaN unseen or missing). `seen` caches stripped value -> (lower-cased, code), bounded. missing:
+    float64 0/1 per row, or None. None when some bytes are not UTF-8 (_as_text names the row)."""
+    nan = math.nan
+    text_of, code_of, missing_of = {}, {}, {}
+    blanks = 0
+    for v in set(values):
+        if v is None:
+            t = None
+        elif v.__class__ is bytes:
+            try:
+                t = v.decode("utf-8").strip() or None
+            except UnicodeDecodeError:
+                return None
+        else:
+            t = v.strip() or None
+        if t is None:
+            blanks += 1
+            text_of[v], code_of[v], missing_of[v] = None, nan, 1.0
+            continue
+        missing_of[v] = 0.0
+        if codes is None:
+            text_of[v] = t
+            continue
+        hit = seen.get(t)
+        if hit is None:
+            low = t.lower()
+            hit = (low, codes.get(low, nan))
+            if len(seen) < 10_000:
+                seen[t] = hit
+        text_of[v], code_of[v] = hit
+    texts = list(map(text_of.__getitem__, values))
+    missing = np.fromiter(map(missing_of.__getitem__, values), dtype=np.float64, count=n) if blanks else None
+    if codes is None:
+        return texts, None, missing, 0
+    code_arr = np.fromiter(map(code_of.__getitem__, values), dtype=np.float64, count=n)
+    count = int(np.count_nonzero(np.isnan(code_arr))) - (int(missing.sum()) if missing is not None else 0)
+    return texts, code_arr, missing, count
 
 
 #: Up to this many rows, numeric columns are checked value by value in Python (cheaper than the
@@ -253,7 +319,14 @@ def _check_range(f: Feature, col: np.ndarray) -> None:
         return
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError(f.name, f"row {i} is {col[i]:g}, outside the allowed range [{f.min:g}, {f.max:g}]")
+        raise InputError(f.name, f"row {i} is {col[i]:g}, outside the allowed range {allowed_range(f)}")
+
+
+def allowed_range(f: Feature) -> str:
+    """[min, max] of a numeric feature for an error message; an open side is shown as -inf / inf."""
+    lo = "-inf" if f.min is None else f"{f.min:g}"
+    hi = "inf" if f.max is None else f"{f.max:g}"
+    return f"[{lo}, {hi}]"
 
 
 def tokens(text: str) -> list[str]:
@@ -330,10 +403,17 @@ class LeadEncoder:
                         row = block[i]
                         for b in text_buckets(v):
                             row[b] += 1.0
-            else:
-                flat = [i * buckets + b for i, v in enumerate(batch.columns[f.name]) if v is not None
-                        for b in text_buckets(v)]
-                block[:] = np.bincount(flat, minlength=n * buckets).reshape(n, buckets) if flat else 0.0
+            else:  # counts per distinct text, spread over the rows by one gather
+                values = batch.columns[f.name].tolist()
+                distinct = list(set(values))
+                position = {v: k for k, v in enumerate(distinct)}
+                flat = [k * buckets + b for k, v in enumerate(distinct) if v is not None for b in text_buckets(v)]
+                if flat:
+                    counts = np.bincount(flat, minlength=len(distinct) * buckets).reshape(len(distinct), buckets)
+                    rows = np.fromiter(map(position.__getitem__, values), dtype=np.intp, count=n)
+                    block[:] = counts[rows]
+                else:
+                    block.fill(0.0)
             j += buckets
         return x
 

@@ -50,6 +50,39 @@ def _as_matrix(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def import_lightgbm() -> Any:
+    """``import lightgbm`` without its optional scikit-learn API.
+
+    LightGBM imports scikit-learn (and with it most of SciPy) at import time when it is installed,
+    for ``LGBMClassifier`` & co., which a Booster loaded from a text model never uses (LightGBM itself
+    needs only ``scipy.sparse``).
+    The one seam: scikit-learn is made unimportable for the duration of LightGBM's first import, so
+    LightGBM's own ``try: import sklearn except ImportError`` takes its no-sklearn branch; then
+    scikit-learn is importable again (the claims pipeline loads it normally). If scikit-learn (or
+    lightgbm) is already imported, this is a plain import.
+    """
+    if "lightgbm" in sys.modules or "sklearn" in sys.modules:
+        import lightgbm
+
+        return lightgbm
+    blocked = ("sklearn",)
+    saved = {name: sys.modules.get(name, _ABSENT) for name in blocked}
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # import name -> ImportError
+    try:
+        import lightgbm
+    finally:
+        for name, value in saved.items():
+            if value is _ABSENT:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = value
+    return lightgbm
+
+
+_ABSENT = object()
+
+
 class BoosterScorer:
     """``booster.predict(x, num_threads=1)`` through LightGBM's C API."""
 
@@ -62,6 +95,7 @@ class BoosterScorer:
         self._fast = None
         self._lib = None
         try:
+            import_lightgbm()
             from lightgbm.basic import _LIB, _safe_call
 
             fast = ctypes.c_void_p()
@@ -210,8 +244,19 @@ def lleaves_available() -> bool:
 
 
 def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME (~/.cache) /insurance-serving/compiled when it can be written, else the same
+    under the temporary folder (/tmp: the writable folder of a read-only container), so that a
+    restart finds its compiled trees instead of compiling again."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "insurance-serving" / "compiled"
+    for root in (Path(base), Path(tempfile.gettempdir())):
+        folder = root / "insurance-serving" / "compiled"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    return Path(tempfile.gettempdir()) / "insurance-serving" / "compiled"
 
 
 def object_path(model_file: str | Path, cache_dir: str | Path) -> Path:

@@ -8,10 +8,14 @@ else (values, ranges, UTF-8) is checked by predictors.normalize.
 
 from __future__ import annotations
 
+import gzip
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
+import numpy as np
+import orjson
+from mlserver.raw import unpack as mlserver_unpack
+from mlserver.types import InferenceResponse, MetadataTensor
 
 from predictors.encoding import InputError
 from predictors.spec import NUMERIC, Feature
@@ -39,7 +43,7 @@ def _rows(name: str, shape: Sequence[int], max_rows: int) -> int:
 def _flat(name: str, data: Any, n: int) -> list:
     if not isinstance(data, list):
         data = [data]
-    if len(data) == n and not any(isinstance(v, list) for v in data):
+    if len(data) == n and list not in set(map(type, data)):  # one C loop: flat already ([N] or [N, 1] flat)
         return data
     flat: list = []
     for v in data:
@@ -86,10 +90,6 @@ def decode(inputs: Sequence[Any], features: Sequence[Feature], max_rows: int) ->
     return raw, n  # type: ignore[return-value]
 
 
-def quote_time(request: InferenceRequest) -> datetime:
-    return quote_time_of(request.parameters.model_extra if request.parameters is not None else None)
-
-
 def quote_time_of(parameters: Mapping[str, Any] | None) -> datetime:
     """The request parameter `quote_time` (now when absent) as an aware UTC datetime."""
     value = (parameters or {}).get(QUOTE_TIME)
@@ -127,6 +127,81 @@ def encode(model_name: str, model_version: str | None, request_id: str | None, n
         "outputs": [{"name": name, "shape": [n], "datatype": datatypes[name], "data": as_list(outputs[name])}
                     for name in names],
     })
+
+
+#: MLServer's REST app compresses answers of at least this many bytes when the client accepts gzip
+#: (Starlette's GZipMiddleware defaults, level 9); the runtime's path keeps the threshold, its level
+#: is the `gzip_level` setting (docs/performance.md).
+GZIP_MINIMUM_SIZE = 500
+_VARY = ("vary", "Accept-Encoding")
+
+
+def json_response(model: Any, request_id: str | None, n: int, outputs: Mapping[str, Any], names: Sequence[str],
+                  extra: Mapping[str, str], request_headers: Mapping[str, str], gzip_level: int
+                  ) -> tuple[bytes, list]:
+    """The V2 JSON answer MLServer writes for these outputs (same bytes), and its extra headers.
+    float64 outputs go to orjson as arrays (same text as their float lists, no per-value Python).
+    Bodies of GZIP_MINIMUM_SIZE bytes and more get `Vary: Accept-Encoding` as MLServer's GZip
+    middleware adds it, and, when the client accepts gzip and `gzip_level` > 0, are compressed here
+    at that level (the middleware passes an encoded body through; with 0 it compresses at 9)."""
+    types = model.output_types
+    answer = {"model_name": model.name, "model_version": model.version, "id": request_id, "parameters": {},
+              "outputs": [{"name": o, "shape": [n], "datatype": types[o], "data": _serializable(outputs[o])}
+                          for o in names]}
+    if model.version is None:
+        del answer["model_version"]
+    body = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers = list(extra.items())
+    if len(body) >= GZIP_MINIMUM_SIZE and gzip_level > 0 and "gzip" in request_headers.get("accept-encoding", ""):
+        body = gzip.compress(body, compresslevel=gzip_level, mtime=0)
+        headers += [_VARY, ("content-encoding", "gzip")]
+    return body, headers
+
+
+def unpack(tensor: Any, raw: bytes) -> list:
+    """mlserver.raw.unpack (raw gRPC contents -> values), with BYTES split by a leaner loop; anything
+    the loop does not read cleanly goes to MLServer's function, which raises its own error."""
+    if tensor.datatype == "BYTES":
+        values = _split_bytes(raw)
+        if values is not None:
+            return values
+    return mlserver_unpack(tensor, raw)
+
+
+def _split_bytes(raw: bytes) -> list | None:
+    """4-byte little-endian length + bytes, repeated (what MLServer's _unpack_bytes reads with two
+    struct calls per element); None when the data ends inside an element."""
+    out: list = []
+    append = out.append
+    frombytes = int.from_bytes
+    offset, length = 0, len(raw)
+    while offset < length:
+        start = offset + 4
+        if start > length:
+            return None
+        offset = start + frombytes(raw[offset:start], "little")
+        if offset > length:
+            return None
+        append(raw[start:offset])
+    return out
+
+
+def packed_bytes(values: Sequence[Any], prefixed: bool) -> Any:
+    """BYTES output values as gRPC carries them: UTF-8 bytes (a list), or with `prefixed` the raw
+    contents (4-byte length + bytes per element, joined); encoded once per distinct value."""
+    distinct = {v: v.encode("utf-8") if isinstance(v, str) else v for v in set(values)}
+    if prefixed:
+        distinct = {v: len(b).to_bytes(4, "little") + b for v, b in distinct.items()}
+        return b"".join(map(distinct.__getitem__, values))
+    return list(map(distinct.__getitem__, values))
+
+
+def _serializable(values: Any) -> Any:
+    """What orjson writes without per-value Python: a C-contiguous array (a column of predict_proba
+    is strided), or the list of str as is."""
+    if isinstance(values, np.ndarray) and not values.flags.c_contiguous:
+        return np.ascontiguousarray(values)
+    return values
 
 
 def as_list(values: Any) -> list:

@@ -19,13 +19,12 @@ from mlserver.context import model_context
 from mlserver.errors import MLServerError
 from mlserver.grpc import dataplane_pb2 as pb
 from mlserver.grpc.utils import to_metadata
-from mlserver.raw import unpack
 from mlserver.types import Datatype
 from mlserver.utils import generate_uuid
 from starlette.routing import BaseRoute, Match, NoMatchFound
 
+from . import codec
 from .auth import grpc_headers
-from .codec import as_list
 from .edge import TooLarge, read_body, replay
 from .hardening import MALFORMED, InvalidRequest, malformed
 
@@ -248,15 +247,9 @@ class RestInfer(BaseRoute):
         except MLServerError as e:  # headers: e.g. Retry-After of a 429 (runtime/ratelimit.py)
             state.answering = True
             return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), getattr(e, "headers", ()))
-        types = model.output_types
-        answer = {"model_name": model.name, "model_version": model.version, "id": request.id,
-                  "parameters": {},
-                  "outputs": [{"name": o, "shape": [n], "datatype": types[o], "data": as_list(outputs[o])} for o in names]}
-        if model.version is None:
-            del answer["model_version"]
-        body = orjson.dumps(answer)
+        body, extra = codec.json_response(model, request.id, n, outputs, names, ce, headers, model.options.gzip_level)
         state.answering = True
-        await _send(send, 200, body, ce.items())
+        await _send(send, 200, body, extra)
 
     async def _mlserver(self, scope: dict, receive: Any, send: Any) -> None:
         for route in self.app.router.routes:
@@ -334,7 +327,7 @@ def from_proto(message: Any) -> Request:
         _proto_parameters(inp.parameters)
         if not data and raw:
             try:
-                tensor.data = unpack(tensor, raw[r])
+                tensor.data = codec.unpack(tensor, raw[r])
             except MALFORMED as e:  # as MLServer's converter with runtime/hardening.py
                 raise malformed(e) from e
             r += 1
@@ -375,12 +368,10 @@ def to_proto(model: Any, request_id: str, n: int, outputs: dict, names: list, us
         if use_raw:
             out.contents.SetInParent()  # MLServer writes an empty contents message next to raw outputs
         if datatype == "BYTES":
-            values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
             if use_raw:
-                response.raw_output_contents.append(
-                    b"".join(len(v).to_bytes(4, "little") + v for v in values))
+                response.raw_output_contents.append(codec.packed_bytes(values, True))
             else:
-                out.contents.bytes_contents.extend(values)
+                out.contents.bytes_contents.extend(codec.packed_bytes(values, False))
         elif use_raw:
             response.raw_output_contents.append(values.astype("<f8", copy=False).tobytes())
         else:

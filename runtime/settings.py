@@ -131,12 +131,17 @@ class RuntimeSettings(BaseSettings):
     #: metrics, a fraction of the work per request. Applies in the server process (parallel_workers 0)
     #: to models without adaptive batching; false: every request takes MLServer's path.
     fast_path: bool = True
+    #: gzip level of the runtime's request path (REST) for answers of 500 bytes and more to clients that
+    #: send `Accept-Encoding: gzip` (MLServer compresses at 9, which costs more CPU than the bytes save on
+    #: a cluster network: docs/performance.md); 0: leave it to MLServer's GZip middleware (level 9).
+    gzip_level: int = Field(1, ge=0, le=9)
     #: Lead scoring: score with the trees compiled to machine code by lleaves (optional dependency,
     #: `pip install 'insurance-serving[compiled]'`) once they are compiled and verified equal to
     #: LightGBM's within 1e-9; LightGBM serves meanwhile, and for good if lleaves is missing or differs.
     compiled_trees: bool = False
     #: Where compiled trees are kept, keyed by model, compiler and CPU (never inside a bundle); default
-    #: $XDG_CACHE_HOME/insurance-serving/compiled (~/.cache/...). Compiling takes ~5 s per model once.
+    #: $XDG_CACHE_HOME/insurance-serving/compiled (~/.cache/...), or under /tmp ($TMPDIR) when that
+    #: cannot be written (a read-only container). Compiling takes ~3-10 s per model once.
     compiled_trees_cache: Optional[Path] = None
     #: Prediction cache: seconds the outputs of a request are reused for an identical request; 0 (the
     #: default) turns the cache off.

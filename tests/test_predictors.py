@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from predictors import InputError, load_predictor
-from predictors.business import AnomalyScorer, MarketPricing, confidence, risk_factor, triage
+from predictors.business import AnomalyScorer, MarketPricing, RiskPricing, confidence, triage
 from predictors.encoding import LeadEncoder, normalize
 from predictors.spec import ConfigError, parse_config
 from training.data import to_batch
@@ -73,6 +73,20 @@ def test_normalize_refuses_bad_input_naming_it(auto, raw, offending, message):
         normalize(auto.features, raw)
     assert err.value.input_name == offending
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("bounds, value, shown", [
+    ({"min": 0.0}, -1.0, "[0, inf]"),
+    ({"max": 10.0}, 11.0, "[-inf, 10]"),
+])
+def test_one_sided_range_refuses_out_of_range_with_an_input_error(bounds, value, shown):
+    from predictors.spec import Feature
+
+    feature = Feature(name="amount", kind="numeric", **bounds)
+    with pytest.raises(InputError) as err:  # a 400 on the server, not a TypeError (500) from formatting None
+        normalize([feature], {"amount": [5.0, value]})
+    assert err.value.input_name == "amount"
+    assert f"row 1 is {value:g}, outside the allowed range {shown}" in str(err.value)
 
 
 def test_required_feature(config):
@@ -140,7 +154,7 @@ def test_peak_hours_window_is_utc_and_end_exclusive(config):
 def test_risk_bands_ignore_missing_values(config):
     vertical = config.vertical("auto")
     batch = normalize(vertical.features, {"age": [22, None, 80], "usage_type": ["rideshare", None, "personal"]})
-    np.testing.assert_allclose(risk_factor(vertical.pricing["risk"], batch), [1.45 * 1.4, 1.0, 1.25])
+    np.testing.assert_allclose(RiskPricing(vertical.pricing["risk"]).factor(batch), [1.45 * 1.4, 1.0, 1.25])
 
 
 def test_anomaly_score_is_about_uniform_on_training_like_claims(config):
@@ -176,3 +190,19 @@ def test_threshold_override_changes_decisions_only(config):
     a, b = base.predict(raw).outputs, strict.predict(raw).outputs
     np.testing.assert_array_equal(a["score"], b["score"])
     assert b["decision"] == ["reject", "reject"]
+
+
+def test_lead_scoring_bundle_loads_without_importing_scikit_learn():
+    # a fresh interpreter: this test process has imported scikit-learn already
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from predictors import load_predictor\n"
+            "from predictors.bundle import MODEL_FILES\n"
+            f"auto = load_predictor({str(shipped_bundle('auto'))!r})\n"
+            "print('sklearn' in sys.modules, 'scipy.stats' in sys.modules)\n"
+            f"claims = load_predictor({str(shipped_bundle('claims'))!r})\n"  # scikit-learn still importable after
+            "print('sklearn' in sys.modules, type(claims.model).__module__.split('.')[0])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split("\n")[:2] == ["False False", "True sklearn"]

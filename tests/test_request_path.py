@@ -10,6 +10,7 @@ involved. ``ml_fast_path_requests_total`` shows which path answered.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import re
 import uuid
@@ -105,6 +106,28 @@ def test_examples_answer_identically_and_take_the_fast_path(pair):
         assert fast_path_count(pair.plain, m) == 0
 
 
+def _rows(body: dict, n: int) -> dict:
+    """The example request repeated to n rows (one input as [N, 1], as MLServer allows)."""
+    inputs = []
+    for k, inp in enumerate(body["inputs"]):
+        data = [inp["data"][i % len(inp["data"])] for i in range(n)]
+        inputs.append({**inp, "shape": [n, 1] if k == 0 else [n], "data": [[v] for v in data] if k == 0 else data})
+    return {**body, "inputs": inputs}
+
+
+@pytest.mark.parametrize("model", ["auto", "claims"])
+def test_big_requests_answer_identically_with_and_without_gzip(pair, model):
+    body = _rows(request_json(model), 1000)
+    assert same_rest(pair, f"/v2/models/{model}/infer", body) == 200
+    fs, fb, fh = post(pair, "fast", f"/v2/models/{model}/infer", body, {"Accept-Encoding": "gzip"})
+    ps, pb_, ph = post(pair, "plain", f"/v2/models/{model}/infer", body, {"Accept-Encoding": "gzip"})
+    assert fs == ps == 200
+    assert fh["content-encoding"] == ph["content-encoding"] == "gzip" and fh["vary"] == ph["vary"]
+    assert gzip.decompress(fb) == gzip.decompress(pb_)
+    # gzip's XFL byte: 4 = fastest (the runtime's gzip_level 1), 2 = best (MLServer's level 9)
+    assert (fb[8], pb_[8]) == (4, 2)
+
+
 def test_errors_answer_identically(pair):
     auto = request_json("auto")
 
@@ -189,9 +212,12 @@ def same_grpc(pair: Pair, request) -> grpc.StatusCode:
     return fast[0]
 
 
-def grpc_request(model: str, raw: bool, **kw):
+def grpc_request(model: str, raw: bool, rows: int | None = None, **kw):
     pb = _pb()
     body = request_json(model)
+    if rows:  # the example's rows repeated to `rows`
+        body["inputs"] = [{**spec, "shape": [rows], "data": [spec["data"][i % len(spec["data"])] for i in range(rows)]}
+                          for spec in body["inputs"]]
     req = pb.ModelInferRequest(model_name=model, id=body["id"], **kw)
     req.parameters["quote_time"].string_param = body["parameters"]["quote_time"]
     for spec in body["inputs"]:
@@ -231,6 +257,12 @@ def test_grpc_answers_identically_and_takes_the_fast_path(pair):
             sent += 1
     assert fast_path_count(pair.fast, "claims") + fast_path_count(pair.fast, "auto") == before + sent
     assert same_grpc(pair, grpc_request("auto", False, model_version="9.9.9")) == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("model", ["auto", "claims"])
+@pytest.mark.parametrize("raw", [False, True])
+def test_big_grpc_requests_answer_identically(pair, model, raw):
+    assert same_grpc(pair, grpc_request(model, raw, rows=1000)) == grpc.StatusCode.OK
 
 
 def test_hostile_grpc_requests_answer_identically(pair):

@@ -84,7 +84,7 @@ def test_quote_time_out_of_range_is_a_400_with_a_short_message(value):
     req = _request()
     req.parameters = Parameters(quote_time=value)
     with pytest.raises(InputError) as e:
-        codec.quote_time(req)
+        codec.quote_time_of(req.parameters.model_extra)
     assert len(str(e.value)) < 200
 
 

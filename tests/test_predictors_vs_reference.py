@@ -1,5 +1,5 @@
-"""The fast path (Normalizer, LeadEncoder caches, BoosterScorer, RiskPricing, vectorized pricing, the
-prediction cache, compiled trees) against the plain row-by-row reference (predictors/reference.py),
+"""predictors/ (Normalizer, LeadEncoder caches, BoosterScorer, RiskPricing, vectorized pricing, the
+prediction cache, compiled trees) against the plain row-by-row reference (tests/reference.py),
 on generated rows of every vertical; batched and unbatched calls agree. Not timed."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from predictors import load_predictor
 from predictors.business import RiskPricing, _apply_rule
 from predictors.cache import PredictionCache, request_key
 from predictors.encoding import normalize
-from predictors.reference import reference_claims, reference_lead
+from .reference import reference_claims, reference_lead
 from predictors.scoring import BoosterScorer, lleaves_available, max_difference, probe_matrix
 from predictors.spec import NUMERIC
 from training.synthetic import generate
@@ -124,6 +124,29 @@ def test_normalize_fast_and_general_paths_agree(predictors_by_name):
     assert sum(b.unseen.get("vehicle_make", 0) for b in small) == big.unseen.get("vehicle_make", 0)
 
 
+def test_many_bytes_rows_normalize_like_their_strings(predictors_by_name):
+    # gRPC raw contents carry BYTES as bytes: the per-distinct-value path decodes them like strings
+    predictor = predictors_by_name["auto"]
+    cols = columns(raw_rows(predictor.vertical, rows=300, seed=4), predictor.features)
+    as_bytes = {name: [v.encode() if isinstance(v, str) else v for v in values] for name, values in cols.items()}
+    a, b = predictor.normalize(cols), predictor.normalize(as_bytes)
+    for f in predictor.features:
+        if f.kind == NUMERIC:
+            np.testing.assert_array_equal(a.columns[f.name], b.columns[f.name])
+        else:
+            assert a.columns[f.name].tolist() == b.columns[f.name].tolist()
+    assert a.present.tolist() == b.present.tolist() and a.unseen == b.unseen
+
+
+def test_invalid_utf8_in_many_rows_names_the_row(predictors_by_name):
+    from predictors import InputError
+
+    values = [b"nurse"] * 300
+    values[123] = b"\xff\xfe"
+    with pytest.raises(InputError, match="'occupation': row 123 is not valid UTF-8"):
+        predictors_by_name["auto"].normalize({"occupation": values})
+
+
 @pytest.mark.parametrize("values, message", [
     ([True], "row 0 is True: expected a number or null"),
     ([float("nan")], "row 0 is nan: numbers must be finite"),
@@ -221,3 +244,31 @@ def test_compiled_trees_equal_lightgbm_within_1e_9(tmp_path):
     fast = predictor.predict(columns(rows, predictor.features), now=PEAK).outputs
     np.testing.assert_allclose(fast["score"], expected["score"], rtol=0, atol=1e-9)
     assert fast["decision"] == expected["decision"]
+
+
+def test_compiled_trees_cache_falls_back_to_the_temporary_folder(tmp_path, monkeypatch):
+    from predictors.scoring import default_cache_dir
+
+    readonly = tmp_path / "readonly-home"
+    readonly.write_text("a file: nothing can be created under it, like a read-only root")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(readonly))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    assert default_cache_dir() == tmp_path / "tmp" / "insurance-serving" / "compiled"
+
+
+@pytest.mark.skipif(not lleaves_available(), reason="lleaves not installed (optional: compiled trees)")
+def test_compiled_trees_are_reused_after_a_restart(tmp_path, monkeypatch):
+    from predictors import scoring
+
+    first = load_predictor(shipped_bundle("auto"))
+    first.use_compiled_trees(tmp_path, background=False)
+    assert first.scorer.name == "lleaves"
+    monkeypatch.setattr(scoring, "compile_to", None)  # a second compile would fail
+    monkeypatch.setattr("predictors.predictor.compile_in_subprocess", None)
+    restarted = load_predictor(shipped_bundle("auto"))
+    assert restarted.use_compiled_trees(tmp_path) is None  # no background compile: loaded at once
+    assert restarted.scorer.name == "lleaves"

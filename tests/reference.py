@@ -4,7 +4,7 @@ No caches, no lookup tables, no vectorization, no C API: each row is encoded fro
 values by the definitions written in verticals.yaml and business.py's docstring, scored by the
 framework's public API on a one-row input, and priced rule by rule. The fast path
 (encoding.Normalizer, LeadEncoder, scoring.BoosterScorer, business.RiskPricing, ...) must give
-the same outputs: tests/test_fast_path.py compares them on generated rows.
+the same outputs: tests/test_predictors_vs_reference.py compares them on generated rows.
 
 Valid rows only: what a row may hold is the normalized form (numbers or None, strings or None).
 """
@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .spec import CATEGORICAL, NUMERIC, TEXT
+from predictors.spec import CATEGORICAL, NUMERIC, TEXT
 
 
 def _clean_text(v: Any) -> str | None:
@@ -131,7 +131,7 @@ def reference_claims(predictor, rows: Sequence[Mapping[str, Any]]) -> dict[str, 
     """Outputs of a ClaimsTriagePredictor, row by row (the pipeline scores the rows in one call)."""
     import pandas as pd
 
-    from .encoding import MISSING_CATEGORY
+    from predictors.encoding import MISSING_CATEGORY
 
     features = predictor.features
     rules = predictor.rules

@@ -28,7 +28,9 @@ COPY runtime/ runtime/
 COPY training/ training/
 COPY lifecycle/ lifecycle/
 COPY insurance_client/ insurance_client/
-RUN pip install . \
+# The project itself with its `db` extra (SQLAlchemy + psycopg, pinned in pyproject.toml) for the retrain CronJob.
+# hadolint ignore=DL3013
+RUN pip install '.[db]' \
  && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
 
 # ---- runtime: slim, non-root, MLServer as the entrypoint ------------------------------------

@@ -288,7 +288,11 @@ def run(args) -> int:
     if decision.due and not args.check_only:
         candidate = args.version or next_version(repository, args.vertical, args.bump)
         with tempfile.TemporaryDirectory(prefix=".retrain-", dir=repository) as tmp:
-            trained = train_candidate(args, args.vertical, candidate, Path(tmp))
+            try:
+                trained = train_candidate(args, args.vertical, candidate, Path(tmp))
+            except RepositoryError as e:  # the report still says what was decided and why it stopped
+                _write_report(args, repository, {**report, "error": str(e), "exit_code": 2})
+                raise
             report["training"] = trained
             lines.append(f"trained candidate {args.vertical} {candidate}: held-out ROC-AUC "
                          f"{trained.get('holdout_roc_auc')} (baseline {trained.get('baseline_roc_auc')})")
@@ -318,16 +322,21 @@ def run(args) -> int:
                              f"{args.vertical} --version {candidate}` or `insurance rollout canary ...`")
     elif decision.due:
         lines.append("--check-only: nothing trained")
-    path = Path(args.report) if args.report else default_report_path(repository, args.vertical)
-    path.parent.mkdir(parents=True, exist_ok=True)
     report["exit_code"] = code
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    path = _write_report(args, repository, report)
     lines.append(f"report: {path}")
     if args.json:
         print(json.dumps({**report, "report": str(path)}, indent=2, default=str))
     else:
         print("\n".join(lines))
     return code
+
+
+def _write_report(args, repository: Path, report: dict[str, Any]) -> Path:
+    path = Path(args.report) if args.report else default_report_path(repository, args.vertical)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def add_parser(groups, formatter, add_gate_options, add_values_options) -> None:

@@ -10,4 +10,5 @@ mlops-tools: ## Install PostgreSQL and nginx from Debian where missing (services
 
 test-mlops: install tools ## Run only the MLOps-loop tests (database training, retrain, rollout auto)
 	PATH="$(abspath $(TOOLS_DIR))/bin:$$PATH" $(PY) -m pytest tests/test_training_db.py tests/lifecycle/test_retrain.py \
-		tests/lifecycle/test_autorollout.py $(PYTEST_ARGS)
+		tests/lifecycle/test_retrain_chart.py tests/lifecycle/test_autorollout.py tests/lifecycle/test_mlops_loop.py \
+		$(PYTEST_ARGS)

@@ -219,6 +219,9 @@ http {{
 
     def stop(self) -> None:
         stop_process(self.process, grace=10)
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- helm stand-in

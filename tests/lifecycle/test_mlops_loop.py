@@ -30,7 +30,7 @@ from .canary_stack import Controller, KubeStandin, NginxGateway, Traffic, isvc_f
 from .conftest import insurance
 
 NS, RELEASE = "insurance-serving", "insurance-serving"
-VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
+VERSIONS = ("1.0.0", "1.1.0", "1.2.0", "1.3.0")
 PSI_WINDOW = "5s"
 # Each predictor: drift from 200 rows (window 400), live ROC-AUC from 50 outcomes: small numbers
 # so that the loop runs in a minute or two; the rules are the production ones.
@@ -199,3 +199,52 @@ def test_drift_retrain_rollout_promote_then_worse_candidate_rolled_back(loop):
     assert controller.weights_log[-1].get("1.2.0", 0) == 0 and controller.weights_log[-1]["1.1.0"] == 100
     assert not traffic.errors, traffic.errors[:5]
     assert not controller.errors, controller.errors
+
+
+@pytest.mark.slow
+def test_interrupted_rollout_keeps_its_weight_and_resumes(loop):
+    """SIGINT during a step: the release keeps the canary at that step's weight, the report says so
+    (exit 3); `--resume` re-judges that step and finishes the rollout."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lifecycle.registry import register
+
+    stable = _values(loop)["version"]
+    candidate = "1.3.0"
+    assert register(loop["repo"] / "auto" / stable, loop["repo"], version=candidate, tolerance=0.1,
+                    latency_budget_ms=5000).ok
+    report = loop["tmp"] / f"rollout-{candidate}.json"
+    args = ["rollout", "auto", "--vertical", "auto", "--version", candidate, *_release_args(loop), *_rollout_args(loop),
+            "--report", str(report)]
+    slow = [a if a != "10s" else "600s" for a in args]  # a long interval: interrupted while it waits
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), **loop["env"]}
+    proc = subprocess.Popen([sys.executable, "-m", "lifecycle", *slow], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if report.exists():
+            r = json.loads(report.read_text())
+            if r["history"] and r["history"][-1].get("ready_after_s") is not None:
+                break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out + err
+    r = json.loads(report.read_text())
+    assert r["outcome"] == "interrupted" and r["current_percent"] == 10 and "SIGINT" in r["message"]
+    assert _values(loop)["canary"] == {**_values(loop)["canary"], "enabled": True, "version": candidate,
+                                       "trafficPercent": 10}
+
+    p = insurance(*args, "--resume", env=loop["env"], timeout=600)
+    print("\n" + p.stdout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = json.loads(report.read_text())
+    assert r["outcome"] == "promoted" and [s["percent"] for s in r["history"]] == [10, 50, 100]
+    assert r["message"].startswith(f"{candidate} is the stable version")
+    assert _values(loop)["version"] == candidate
+    p = insurance(*args, "--resume", env=loop["env"])
+    assert p.returncode == 2 and "that rollout already ended (promoted)" in p.stderr

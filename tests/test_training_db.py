@@ -91,6 +91,22 @@ def test_table_and_file_train_byte_identical_models(pg, auto_table, pgpassword, 
     assert pg.password not in (from_db / "manifest.json").read_text()
 
 
+@pytest.mark.slow
+def test_claims_from_a_table_is_byte_identical_too(pg, config, pgpassword, tmp_path):
+    """claims: text and categorical columns with gaps (NULL vs empty CSV cells), a skops model."""
+    vertical = config.vertical("claims")
+    df = generate(vertical, seed=3, rows=2000)
+    load_into(pg, "claims_history", df, vertical)
+    csv = tmp_path / "claims.csv"
+    df.to_csv(csv, index=False)
+    assert train(["--vertical", "claims", "--data", str(csv), "--out", str(tmp_path / "file")]) == 0
+    assert train(["--vertical", "claims", "--data", pg.url(), "--table", "claims_history",
+                  "--out", str(tmp_path / "db")]) == 0
+    a, b = _bundle(tmp_path / "file", "claims"), _bundle(tmp_path / "db", "claims")
+    assert (a / "model.skops").read_bytes() == (b / "model.skops").read_bytes()
+    assert read_manifest(a)["training"]["data_sha256"] == read_manifest(b)["training"]["data_sha256"]
+
+
 def _v(manifest):
     from predictors.spec import load_config
 

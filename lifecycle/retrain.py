@@ -27,7 +27,6 @@ import contextlib
 import io
 import json
 import math
-import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -42,8 +41,6 @@ from .repository import RepositoryError, latest, next_version
 DEFAULT_PSI_THRESHOLD = 0.2
 DEFAULT_PSI_WINDOW = "1h"
 DEFAULT_AUC_TOLERANCE = 0.02
-_DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class RetrainError(Exception):
@@ -52,10 +49,12 @@ class RetrainError(Exception):
 
 def duration_seconds(text: str) -> int:
     """Seconds of a Prometheus-style duration: 90s, 10m, 1h, 30d, 2w."""
-    m = _DURATION.match(str(text).strip())
-    if not m:
+    from training.db import parse_duration
+
+    td = parse_duration(text)
+    if td is None:
         raise RetrainError(f"duration {text!r}: expected a number and a unit s, m, h, d or w (10m, 1h, 30d)")
-    return int(m.group(1)) * _SECONDS[m.group(2)]
+    return int(td.total_seconds())
 
 
 @dataclass

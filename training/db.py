@@ -126,14 +126,20 @@ def safe_url(url: str) -> str:
     return _engine_url(url).render_as_string(hide_password=True).replace(":***@", "@")
 
 
+def parse_duration(text: str) -> timedelta | None:
+    """A duration such as 90s, 10m, 12h, 180d, 2w (Prometheus' units), or None when it is not one."""
+    m = _DURATION.match(str(text).strip())
+    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))}) if m else None
+
+
 def parse_time(text: str | None, now: datetime | None = None) -> datetime | None:
     """An ISO date/time (UTC when naive) or a duration back from now (90d, 12h, 2w)."""
     if text is None:
         return None
     now = now or datetime.now(timezone.utc)
-    m = _DURATION.match(text.strip())
-    if m:
-        return (now - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})).replace(microsecond=0)
+    back = parse_duration(text)
+    if back is not None:
+        return (now - back).replace(microsecond=0)
     try:
         t = datetime.fromisoformat(text.strip())
     except ValueError as e:
@@ -148,21 +154,26 @@ def _quote(ident: str) -> str:
     return ".".join(f'"{part}"' for part in ident.split("."))
 
 
+def _window(src: DatabaseSource) -> tuple[str, dict[str, Any]]:
+    """The WHERE condition of --since/--until on the time column (bound parameters), or ''."""
+    conds, params = [], {}
+    if (src.since or src.until) and not src.time_column:
+        raise DataError("--since/--until need --time-column (the column the window applies to)")
+    if src.since:
+        conds.append(f"{_quote(src.time_column)} >= :since")
+        params["since"] = src.since
+    if src.until:
+        conds.append(f"{_quote(src.time_column)} < :until")
+        params["until"] = src.until
+    return " AND ".join(conds), params
+
+
 def build_query(src: DatabaseSource, vertical: Vertical, engine) -> tuple[str, dict[str, Any]]:
     """The SQL text and bound parameters that read the source."""
-    params: dict[str, Any] = {}
+    where, params = _window(src)
     if src.query:
-        if src.since or src.until:
-            if not src.time_column:
-                raise DataError("--since/--until need --time-column (the column the window applies to)")
-            conds = []
-            if src.since:
-                conds.append(f"{_quote(src.time_column)} >= :since")
-                params["since"] = src.since
-            if src.until:
-                conds.append(f"{_quote(src.time_column)} < :until")
-                params["until"] = src.until
-            return f"SELECT * FROM ({src.query.strip().rstrip(';')}) AS q WHERE {' AND '.join(conds)}", params
+        if where:
+            return f"SELECT * FROM ({src.query.strip().rstrip(';')}) AS q WHERE {where}", params
         return src.query.strip().rstrip(";"), params
     from sqlalchemy import inspect
     from sqlalchemy.exc import NoSuchTableError
@@ -189,17 +200,8 @@ def build_query(src: DatabaseSource, vertical: Vertical, engine) -> tuple[str, d
             raise DataError(f"table {src.table}: no column {c!r} (columns: {', '.join(sorted(columns))})")
     select = [*wanted, *([src.time_column] if src.time_column and src.time_column not in wanted else [])]
     sql = f"SELECT {', '.join(_quote(c) for c in select)} FROM {_quote(src.table)}"
-    conds = []
-    if src.since:
-        conds.append(f"{_quote(src.time_column)} >= :since")
-        params["since"] = src.since
-    if src.until:
-        conds.append(f"{_quote(src.time_column)} < :until")
-        params["until"] = src.until
-    if conds:
-        if not src.time_column:
-            raise DataError("--since/--until need --time-column (the column the window applies to)")
-        sql += " WHERE " + " AND ".join(conds)
+    if where:
+        sql += " WHERE " + where
     return sql + " ORDER BY " + ", ".join(_quote(c) for c in order), params
 
 

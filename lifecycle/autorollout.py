@@ -7,7 +7,8 @@ For each step of --steps (default 10,25,50,100 percent of the traffic to the can
      (get / is_isvc_ready / wait_isvc_ready): Ready, observedGeneration caught up with the
      upgrade, the predictor's latest revision ready, and the canary's traffic share as set
      (where the status reports traffic: Knative mode)
-  3. wait --interval, then judge that interval with the verdict rules of `insurance ab report`
+  3. wait --interval (looking every --check-every for a roll-back verdict, acted on at once),
+     then judge the step with the verdict rules of `insurance ab report`
      (lifecycle/ab.py: error ratio, minimum traffic, p99 latency, live ROC-AUC, score PSI)
        promote   next step; after the last, `rollout promote` (the canary becomes stable)
        roll back `rollout rollback` at once, stop (exit 1)
@@ -211,7 +212,8 @@ class RolloutReport:
         lines = [f"rollout auto {self.vertical} {self.version} (stable {self.stable}), steps "
                  f"{','.join(map(str, self.steps))}% every {self.interval}"]
         for s in self.history:
-            verdicts = " -> ".join(j["verdict"].upper() for j in s.judgements) or "-"
+            verdicts = " -> ".join(j["verdict"].upper() + (" (early check)" if j.get("early") else "")
+                                   for j in s.judgements) or "-"
             lines.append(f"  {s.percent:>3}%  applied {s.applied_at or '-'}  ready after "
                          f"{'-' if s.ready_after_s is None else f'{s.ready_after_s:.1f} s'}  verdict {verdicts}"
                          + (f" - {s.rule}" if s.rule else ""))
@@ -260,6 +262,7 @@ class Settings:
     storage_uri: str | None = None
     ready_timeout: str = DEFAULT_READY_TIMEOUT
     max_holds: int = 2
+    check_every: float = 60.0
     thresholds: ab.Thresholds = field(default_factory=ab.Thresholds)
     selector: str | None = None
     report: Path | None = None
@@ -395,18 +398,10 @@ class AutoRollout:
             self._save(rep)
             holds = 0
             while True:
-                if not self._sleep(interval):
+                judged, early = self._run_interval(rep, applied, interval)
+                if judged is None:
                     return self._interrupted(rep)
-                # the whole time the step has run (a held step is judged on more evidence each time)
-                window = max(int(interval), int(time.monotonic() - applied))
-                judged = ab.report(self.s.prometheus, self.s.vertical, stable=rep.stable, canary=rep.version,
-                                   window=f"{window}s", thresholds=self.s.thresholds,
-                                   extra_selector=self.s.selector)
-                step.judgements.append({"at": _now(), "verdict": judged.verdict, "rule": judged.rule,
-                                        "ab": judged.to_dict()})
-                step.verdict, step.rule = judged.verdict, judged.rule
-                self._save(rep)
-                self.log(f"step {percent}%: {judged.verdict.upper()} - {judged.rule}")
+                self._record(rep, step, judged, early)
                 if judged.verdict != ab.HOLD or holds >= self.s.max_holds:
                     break
                 holds += 1
@@ -428,6 +423,36 @@ class AutoRollout:
             rep.final["ready_after_s"], rep.final["status"] = self._wait_ready(None)
         return self._end(rep, PROMOTED, f"{rep.version} is the stable version of {rep.vertical}")
 
+    def _judge(self, rep: RolloutReport, applied: float, interval: float) -> ab.ABReport:
+        # over the whole time the step has run (a held step is judged on more evidence each time)
+        window = max(int(interval), int(time.monotonic() - applied), 1)
+        return ab.report(self.s.prometheus, self.s.vertical, stable=rep.stable, canary=rep.version,
+                         window=f"{window}s", thresholds=self.s.thresholds, extra_selector=self.s.selector)
+
+    def _record(self, rep: RolloutReport, step: Step, judged: ab.ABReport, early: bool) -> None:
+        step.judgements.append({"at": _now(), "verdict": judged.verdict, "rule": judged.rule, "early": early,
+                                "ab": judged.to_dict()})
+        step.verdict, step.rule = judged.verdict, judged.rule
+        self._save(rep)
+        self.log(f"step {step.percent}%: {judged.verdict.upper()}{' (early check)' if early else ''} - {judged.rule}")
+
+    def _run_interval(self, rep: RolloutReport, applied: float, interval: float
+                      ) -> tuple[ab.ABReport | None, bool]:
+        """Wait one interval, checking every --check-every for a roll-back verdict (a failing canary
+        is not left at its weight for the rest of the interval); then the step's judgement.
+        (judgement, whether it came early); (None, False) when interrupted."""
+        end = time.monotonic() + interval
+        check = self.s.check_every
+        while True:
+            left = end - time.monotonic()
+            if check <= 0 or left <= check:
+                return (self._judge(rep, applied, interval), False) if self._sleep(max(left, 0)) else (None, False)
+            if not self._sleep(check):
+                return None, False
+            judged = self._judge(rep, applied, interval)
+            if judged.verdict == ab.ROLLBACK:
+                return judged, True
+
     def _interrupted(self, rep: RolloutReport) -> RolloutReport:
         name = signal.Signals(self.stop.signal).name if self.stop.signal else "stop"
         return self._end(rep, INTERRUPTED, f"{name}: the release keeps {rep.version} at {rep.current_percent}%; "
@@ -443,6 +468,9 @@ def add_options(p, *, in_rollout: bool) -> None:
                                                                 "(%(default)s)")
     g.add_argument("--ready-timeout", default=DEFAULT_READY_TIMEOUT,
                    help="max wait for the InferenceService to settle after each helm upgrade (%(default)s)")
+    g.add_argument("--check-every", default="1m", help="within each interval, look this often for a roll-back "
+                                                      "verdict and roll back at once (%(default)s; 0s: only at the "
+                                                      "interval's end)")
     g.add_argument("--max-holds", type=int, default=2, help="extra intervals a HOLD verdict may wait before the "
                                                             "rollout stops for review (%(default)s)")
     g.add_argument("--kubeconfig", default=None, help="kubeconfig of the cluster (default: in-cluster, else "
@@ -482,7 +510,8 @@ def settings_from_args(args, vertical: str, version: str) -> Settings:
                     namespace=args.namespace, chart=args.chart, helm=args.helm,
                     values_file=getattr(args, "values_file", None) or getattr(args, "values", None),
                     storage_uri=getattr(args, "storage_uri", None), ready_timeout=args.ready_timeout,
-                    max_holds=args.max_holds, thresholds=t, selector=getattr(args, "selector", None),
+                    max_holds=args.max_holds, check_every=seconds(args.check_every), thresholds=t,
+                    selector=getattr(args, "selector", None),
                     report=Path(report or f"rollout-{vertical}-{version}.json"),
                     resume=bool(getattr(args, "resume", False)), dry_run=bool(getattr(args, "dry_run", False)))
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from predictors.bundle import MANIFEST
 
-from .ab import ABError, Prometheus
+from .ab import Prometheus
 from .repository import RepositoryError, latest, next_version
 
 DEFAULT_PSI_THRESHOLD = 0.2
@@ -340,7 +340,8 @@ def _write_report(args, repository: Path, report: dict[str, Any]) -> Path:
 
 def add_parser(groups, formatter, add_gate_options, add_values_options) -> None:
     """The `retrain` subcommand (lifecycle/cli.py calls this)."""
-    p = groups.add_parser("retrain", help="retrain a vertical when Prometheus says it is due", formatter_class=formatter,
+    p = groups.add_parser("retrain", help="retrain a vertical when Prometheus says it is due",
+                          formatter_class=formatter,
                           description=__doc__)
     p.add_argument("--vertical", required=True, help="model name (the vertical)")
     p.add_argument("--prometheus", required=True, help="Prometheus base URL, e.g. http://prometheus:9090")

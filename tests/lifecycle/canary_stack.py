@@ -227,7 +227,7 @@ http {{
 # ---------------------------------------------------------------- helm stand-in
 HELM_SCRIPT = r'''
 """Stand-in for helm (+ KServe's and the gateway's controllers): see tests/lifecycle/canary_stack.py."""
-import json, os, sys, time
+import json, os, sys
 sys.path.insert(0, os.environ["INSURANCE_STANDIN_ROOT"])
 from tests.lifecycle.canary_stack import apply_upgrade
 

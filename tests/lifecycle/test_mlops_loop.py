@@ -15,6 +15,7 @@ started and stopped, nginx weights rewritten and reloaded, status reported).
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,8 @@ def _records(df, vertical):
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory, config, prometheus_binary):
     if find_postgres_bin() is None or not Path("/usr/sbin/nginx").exists():
-        pytest.fail("PostgreSQL or nginx missing: run `make tools` (Debian's postgresql and nginx-light)", pytrace=False)
+        pytest.fail("PostgreSQL or nginx missing: run `make tools` (Debian's postgresql and nginx-light)",
+                    pytrace=False)
     tmp = tmp_path_factory.mktemp("loop")
     vertical = config.vertical("auto")
     stack: dict = {"tmp": tmp}
@@ -186,7 +188,8 @@ def test_drift_retrain_rollout_promote_then_worse_candidate_rolled_back(loop):
     query = (f"SELECT row_id, quoted_at, {cols}, CASE WHEN row_id % 2 = 0 THEN 1 - converted ELSE converted END "
              "AS converted FROM auto_leads ORDER BY row_id")
     p = insurance(*retrain, "--force", "--data", loop["pg"].url(), "--query", query, "--tolerance", "1",
-                  "--rollout", "auto", *_rollout_args(loop), "--rollout-report", str(tmp / "rollout-1.2.0.json"),
+                  "--rollout", "auto", *_rollout_args(loop), "--interval", "120s", "--check-every", "4s",
+                  "--rollout-report", str(tmp / "rollout-1.2.0.json"),
                   "--report", str(tmp / "retrain-worse.json"), env=loop["env"], timeout=600)
     print("\n" + p.stdout)
     assert p.returncode == 1, p.stdout + p.stderr
@@ -195,6 +198,10 @@ def test_drift_retrain_rollout_promote_then_worse_candidate_rolled_back(loop):
     hist = rep["rollout"]["history"]
     assert [s["percent"] for s in hist] == [10] and hist[0]["verdict"] == "roll back"
     assert hist[0]["rule"].startswith("quality: canary live ROC-AUC")
+    # found by a check within the 120 s interval, and rolled back then, not at the interval's end
+    assert hist[0]["judgements"][-1]["early"] is True
+    applied = datetime.fromisoformat(hist[0]["applied_at"])
+    assert (datetime.fromisoformat(rep["rollout"]["final"]["at"]) - applied).total_seconds() < 120
     assert _values(loop)["version"] == "1.1.0" and _values(loop)["canary"]["trafficPercent"] == 0
     assert controller.weights_log[-1].get("1.2.0", 0) == 0 and controller.weights_log[-1]["1.1.0"] == 100
     assert not traffic.errors, traffic.errors[:5]

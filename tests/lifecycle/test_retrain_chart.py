@@ -26,7 +26,8 @@ def test_off_by_default():
 
 
 def test_one_valid_cronjob_per_enabled_vertical():
-    objs = helm_template(sets=(*ON, "retrain.database.timeColumn=quoted_at", "retrain.database.tables.auto=crm.auto_leads",
+    objs = helm_template(sets=(*ON, "retrain.database.timeColumn=quoted_at",
+                               "retrain.database.tables.auto=crm.auto_leads",
                                "verticals.life.enabled=false"))
     mine = _retrain(objs)
     jobs = by_kind(mine, "CronJob")
@@ -60,7 +61,8 @@ def test_query_and_vertical_selection():
                                "retrain.database.queries.claims=SELECT * FROM claims WHERE closed ORDER BY id"))
     jobs = by_kind(_retrain(objs), "CronJob")
     assert len(jobs) == 1
-    args = build_parser().parse_args(jobs[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"])
+    container = jobs[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(container["args"])
     assert args.query == "SELECT * FROM claims WHERE closed ORDER BY id" and args.table is None
 
 

@@ -269,7 +269,6 @@ class Settings:
     resume: bool = False
     dry_run: bool = False
     poll: float = 2.0
-    isvc_name: str | None = None
 
 
 class AutoRollout:
@@ -321,7 +320,7 @@ class AutoRollout:
     def _wait_ready(self, percent: int | None) -> tuple[float | None, dict | None]:
         if self.status is None:
             return None, None
-        st, waited = self.status.wait(self.s.isvc_name or self.s.vertical, percent, seconds(self.s.ready_timeout),
+        st, waited = self.status.wait(self.s.vertical, percent, seconds(self.s.ready_timeout),
                                       poll=self.s.poll, stop=self.stop)
         return round(waited, 2), {"ready": st.ready, "conditions": st.conditions, "canary_percent": st.canary_percent,
                                   "observed_generation": st.observed_generation,
@@ -528,6 +527,14 @@ def cmd(args) -> int:
     """`insurance rollout auto`."""
     if not args.version:
         raise AutoRolloutError("rollout auto needs --version (the canary version)")
+    if args.dry_run:  # the plan and the first step's helm upgrade; nothing is changed, nothing waited for
+        s = settings_from_args(args, args.vertical, args.version)
+        values = rollout.release_values(s.release, s.namespace, s.helm, s.values_file)
+        sets = rollout.plan("canary", values, s.vertical, s.version, s.steps[0], s.storage_uri)
+        print(f"plan: {s.vertical} {s.version} at {', '.join(f'{p}%' for p in s.steps)}, each for {s.interval} "
+              f"(checked every {args.check_every}), judged by `ab report`'s rules, then promote")
+        print(shlex.join(rollout.helm_upgrade_command(sets, s.release, s.namespace, s.chart, s.helm)))
+        return 0
     rep = run_from_args(args, args.vertical, args.version)
     print(rep.text())
     print(f"report: {settings_from_args(args, args.vertical, args.version).report}")

@@ -122,3 +122,14 @@ def test_refusals_change_nothing(tmp_path, extra, canary, words):
     p = insurance(*args)
     assert p.returncode == 2 and words in p.stderr, p.stdout + p.stderr
     assert values.read_text() == before and "$ " not in p.stdout  # no helm command was run
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path):
+    values = _values_file(tmp_path)
+    before = values.read_text()
+    p = insurance("rollout", "auto", "--vertical", "auto", "--version", "1.1.0", "--values-file", str(values),
+                  "--prometheus", "http://127.0.0.1:9", "--steps", "5,50,100", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert "plan: auto 1.1.0 at 5%, 50%, 100%, each for 10m (checked every 1m)" in p.stdout
+    assert "--set verticals.auto.canary.trafficPercent=5" in p.stdout and "helm upgrade insurance-serving" in p.stdout
+    assert values.read_text() == before and not (tmp_path / "rollout-auto-1.1.0.json").exists()

@@ -153,19 +153,24 @@ def test_url_file_query_and_time_window(pg, auto_table, tmp_path, monkeypatch):
     (["--table", "auto_nopk"], {"PGPASSWORD": None}, "has no primary key: pass --order-by"),
     (["--table", "auto_leads; DROP TABLE auto_leads"], {"PGPASSWORD": None}, "not a plain table or column name"),
     (["--query", "SELECT * FROM auto_leads WHERE false"], {"PGPASSWORD": None}, "returned no rows"),
+    (["--table", "auto_leads"], {"PGPASSWORD": None}, "the driver 'postgresql+psycopg2' is not installed"),
     (["--table", "auto_leads", "--since", "30d"], {"PGPASSWORD": None}, "--since/--until need --time-column"),
+    (["--table", "auto_leads", "--time-column", "quoted_at", "--since", "last week"], {"PGPASSWORD": None},
+     "time 'last week': expected an ISO date/time"),
+    (["--table", "auto_leads", "--order-by", "nope"], {"PGPASSWORD": None}, "no column 'nope'"),
 ])
 def test_database_errors_are_clear(pg, auto_table, config, tmp_path, capsys, monkeypatch, args, env, words):
     monkeypatch.delenv("PGPASSWORD", raising=False)
     monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
     for k, v in env.items():
         monkeypatch.setenv(k, pg.password if v is None else v)
+    driver = "postgresql+psycopg2" if "psycopg2" in words else "postgresql"
     if "home_leads" in args:
         home = config.vertical("home")
         load_into(pg, "home_leads", generate(home, rows=10), home)
     if "auto_nopk" in args:
         load_into(pg, "auto_nopk", auto_table[0].head(10), config.vertical("auto"), primary_key=False)
-    code = train(["--vertical", "auto", "--data", pg.url(), *args, "--out", str(tmp_path / "out")])
+    code = train(["--vertical", "auto", "--data", pg.url(driver=driver), *args, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and words in err, err
     assert not (tmp_path / "out" / "auto").exists()

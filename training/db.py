@@ -218,7 +218,11 @@ def read_database(src: DatabaseSource, vertical: Vertical) -> tuple[pd.DataFrame
         raise DataError("--since/--until need --time-column (the column the window applies to)")
     url = _engine_url(src.url)
     shown = safe_url(src.url)
-    engine = create_engine(url, pool_pre_ping=False, poolclass=None)
+    try:
+        engine = create_engine(url)
+    except ImportError as e:
+        raise DataError(f"{shown}: the driver {url.drivername!r} is not installed ({e}); use postgresql:// "
+                        "(psycopg 3, installed with the [db] extra)") from e
     try:
         sql, params = build_query(src, vertical, engine)
         chunks = []

@@ -13,9 +13,12 @@ import signal
 import subprocess
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .conftest import free_port
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def find_postgres_bin() -> Path | None:
@@ -105,3 +108,23 @@ def _user_exists(name: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+def load_into(pg: Postgres, table: str, df, vertical, *, primary_key: bool = True, start=START) -> None:
+    """CREATE TABLE with the vertical's columns (+ row_id, quoted_at one hour apart) and COPY the rows."""
+    import psycopg
+
+    cols = []
+    for f in vertical.features:
+        cols.append(f'"{f.name}" double precision' if f.kind == "numeric" else f'"{f.name}" text')
+    pk = " PRIMARY KEY" if primary_key else ""
+    ddl = (f"CREATE TABLE {table} (row_id bigint{pk}, quoted_at timestamptz NOT NULL, {', '.join(cols)}, "
+           f'"{vertical.target}" integer NOT NULL)')
+    names = ["row_id", "quoted_at", *vertical.feature_names, vertical.target]
+    with psycopg.connect(pg.url(with_password=True)) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(ddl)
+        with conn.cursor().copy(f"COPY {table} ({', '.join(chr(34) + n + chr(34) for n in names)}) FROM STDIN") as cp:
+            for i, row in enumerate(df.itertuples(index=False)):
+                values = [None if (isinstance(v, float) and v != v) else v for v in row]
+                cp.write_row([i, start + timedelta(hours=i), *values])

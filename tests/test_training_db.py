@@ -4,7 +4,7 @@ time window but never a password; credentials come from the environment or a fil
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
@@ -13,10 +13,9 @@ from training.__main__ import main as train
 from training.data import data_hash, load_table
 from training.synthetic import generate
 
-from .postgres import Postgres, find_postgres_bin
+from .postgres import START, Postgres, find_postgres_bin, load_into
 
 ROWS = 3000
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture(scope="module")
@@ -28,26 +27,6 @@ def pg():
     server = Postgres(bindir)
     yield server
     server.stop()
-
-
-def load_into(pg: Postgres, table: str, df, vertical, *, primary_key: bool = True, start=START) -> None:
-    """CREATE TABLE with the vertical's columns (+ row_id, quoted_at one hour apart) and COPY the rows."""
-    import psycopg
-
-    cols = []
-    for f in vertical.features:
-        cols.append(f'"{f.name}" double precision' if f.kind == "numeric" else f'"{f.name}" text')
-    pk = " PRIMARY KEY" if primary_key else ""
-    ddl = (f"CREATE TABLE {table} (row_id bigint{pk}, quoted_at timestamptz NOT NULL, {', '.join(cols)}, "
-           f'"{vertical.target}" integer NOT NULL)')
-    names = ["row_id", "quoted_at", *vertical.feature_names, vertical.target]
-    with psycopg.connect(pg.url(with_password=True)) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
-        conn.execute(ddl)
-        with conn.cursor().copy(f"COPY {table} ({', '.join(chr(34) + n + chr(34) for n in names)}) FROM STDIN") as cp:
-            for i, row in enumerate(df.itertuples(index=False)):
-                values = [None if (isinstance(v, float) and v != v) else v for v in row]
-                cp.write_row([i, start + timedelta(hours=i), *values])
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,8 @@ import yaml
 from training.synthetic import generate
 
 from ..conftest import ROOT, copy_repository, free_port
-from ..postgres import Postgres, find_postgres_bin
+from ..postgres import Postgres, find_postgres_bin, load_into
 from ..prometheus import Prometheus
-from ..test_training_db import load_into
 from .canary_stack import Controller, KubeStandin, NginxGateway, Traffic, isvc_for, write_helm
 from .conftest import insurance
 
@@ -127,8 +126,9 @@ def _psi_held(loop, threshold: float = 0.2):
 @pytest.mark.slow
 def test_drift_retrain_rollout_promote_then_worse_candidate_rolled_back(loop):
     prom, tmp, traffic, controller = loop["prom"], loop["tmp"], loop["traffic"], loop["controller"]
+    # live ROC-AUC from the first 50-400 outcomes is noisy: a tolerance sized for that sample
     retrain = ["retrain", "--vertical", "auto", "--prometheus", prom.url, "--repository", str(loop["repo"]),
-               "--psi-window", PSI_WINDOW, *_release_args(loop)]
+               "--psi-window", PSI_WINDOW, "--auc-tolerance", "0.1", *_release_args(loop)]
 
     # 1. normal traffic: drift gauges exist and stay low -> not due
     prom.wait('ml_feature_drift_psi{model_name="auto",model_version="1.0.0",feature="age"}', lambda r: len(r) == 1,
@@ -137,7 +137,8 @@ def test_drift_retrain_rollout_promote_then_worse_candidate_rolled_back(loop):
                   "--report", str(tmp / "check.json"), env=loop["env"])
     assert p.returncode == 0, p.stdout + p.stderr
     check = json.loads((tmp / "check.json").read_text())["decision"]
-    assert check["due"] is False and check["serving_version"] == "1.0.0" and check["serving_from"] == "chart values"
+    assert check["due"] is False, p.stdout
+    assert check["serving_version"] == "1.0.0" and check["serving_from"] == "chart values"
     assert "decision: NOT DUE" in p.stdout
     assert check["triggers"][0]["evidence"]["features"]["age"]["psi"] < 0.2
 

@@ -40,7 +40,9 @@ COPY runtime/ runtime/
 COPY training/ training/
 COPY lifecycle/ lifecycle/
 COPY observability/ observability/
-RUN pip install -c constraints.txt . \
+# The project itself with its `db` extra (SQLAlchemy + psycopg) for the retrain CronJob.
+# hadolint ignore=DL3013
+RUN pip install -c constraints.txt '.[db]' \
  && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} +
 
 # ---- runtime: slim, non-root, MLServer as the entrypoint ------------------------------------

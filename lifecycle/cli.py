@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import ab, rollout
-from .repository import BUMPS, REPOSITORY_ENV, RepositoryError, find_bundle, list_bundles, resolve
+from . import ab, autorollout, retrain, rollout
+from .repository import BUMPS, REPOSITORY_ENV, RepositoryError, find_bundle, list_bundles, resolve, semver_key
 from .validate import DEFAULT_LATENCY_BUDGET_MS, DEFAULT_LATENCY_CALLS, DEFAULT_TOLERANCE
 
 PROG = "insurance"
@@ -288,6 +288,8 @@ def cmd_upload(args) -> int:
 
 # ---------------------------------------------------------------- rollout
 def cmd_rollout(args) -> int:
+    if args.action == "auto":
+        return autorollout.cmd(args)
     values = rollout.release_values(args.release, args.namespace, args.helm, args.values_file)
     if args.action == "canary" and args.repository:
         from .validate import validate
@@ -378,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, formatter_class=_Formatter, description=(
         "Model lifecycle of insurance-serving: list, validate, register, hot-swap, roll out and compare\n"
         "model versions. docs/lifecycle.md walks through training -> validation -> canary -> promotion."))
-    groups = ap.add_subparsers(dest="group", metavar="{models,rollout,ab}", required=True)
+    groups = ap.add_subparsers(dest="group", metavar="{models,rollout,ab,retrain}", required=True)
 
     models = groups.add_parser("models", help="bundles: list, validate, register, load, unload, upload",
                                description="Model bundles in a repository and on a running server.")
@@ -467,9 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_values_options(p, "which version is stable")
     p.set_defaults(func=cmd_upload, default_values=False)
 
-    ro = groups.add_parser("rollout", help="canary / promote / rollback through helm upgrade",
-                           formatter_class=_Formatter, description=rollout.__doc__)
-    ro.add_argument("action", choices=rollout.ACTIONS)
+    ro = groups.add_parser("rollout", help="canary / promote / rollback through helm upgrade; auto: all by itself",
+                           formatter_class=_Formatter, description=f"{rollout.__doc__}\nauto:\n{autorollout.__doc__}")
+    ro.add_argument("action", choices=(*rollout.ACTIONS, "auto"))
     ro.add_argument("--vertical", required=True, choices=rollout.VERTICALS)
     ro.add_argument("--version", default=None, help="canary version (semver); checked on promote/rollback")
     ro.add_argument("--percent", type=int, default=None, help="canary traffic percent, 0-100")
@@ -486,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "first and refuse when it fails")
     ro.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help=argparse.SUPPRESS)
     ro.add_argument("--latency-budget-ms", type=float, default=DEFAULT_LATENCY_BUDGET_MS, help=argparse.SUPPRESS)
+    autorollout.add_options(ro, in_rollout=True)
     ro.set_defaults(func=cmd_rollout)
 
     abp = groups.add_parser("ab", help="A/B comparison of stable and canary from Prometheus",
@@ -515,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--psi-hold", type=float, default=t.psi_hold, help="hold above this score PSI (%(default)s)")
     _add_values_options(p, "which versions are stable and canary")
     p.set_defaults(func=cmd_ab_report, default_values=False)
+
+    retrain.add_parser(groups, _Formatter, _add_gate_options, _add_values_options)
     return ap
 
 
@@ -526,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (UsageError, RepositoryError, rollout.RolloutError, ServerError, ab.ABError, ConfigError,
-            FileNotFoundError) as e:
+            FileNotFoundError, autorollout.AutoRolloutError, retrain.RetrainError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
 

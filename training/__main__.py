@@ -12,6 +12,7 @@ from predictors.spec import load_config
 
 from .bundle import write_bundle
 from .data import DataError, data_hash, load_table
+from .db import CHUNK_ROWS, URL_ENV, DatabaseSource, is_database_url, parse_time, read_database, resolve_url
 from .synthetic import generate
 from .tracking import Tracker
 from .train import prepare, train_vertical
@@ -28,8 +29,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     which.add_argument("--vertical", choices=sorted(config.verticals), help="the vertical to train")
     which.add_argument("--all", action="store_true", help="train every vertical")
     p.add_argument("--version", default="1.0.0", help="bundle semver (default: %(default)s)")
-    p.add_argument("--data", type=Path, help="CSV or Parquet with the vertical's feature columns and target "
-                                             "(only with --vertical); default: synthetic data")
+    p.add_argument("--data", help="CSV or Parquet with the vertical's feature columns and target, or a database URL "
+                                  "postgresql://USER@HOST:PORT/DB with --table or --query (only with --vertical); "
+                                  "default: synthetic data")
+    db = p.add_argument_group("database source (training/db.py; password from PGPASSWORD/PGPASSFILE, "
+                              f"--data-url-file or ${URL_ENV}, never on the command line)")
+    src = db.add_mutually_exclusive_group()
+    src.add_argument("--table", help="read this table (schema.table allowed), ordered by --order-by or its primary key")
+    src.add_argument("--query", help="read the rows of this SELECT (its own ORDER BY decides the row order)")
+    db.add_argument("--data-url-file", type=Path, help="file holding the database URL, password included (e.g. a "
+                                                       "mounted Secret)")
+    db.add_argument("--time-column", help="timestamp column: recorded as the data's time window; --since/--until "
+                                          "filter on it")
+    db.add_argument("--since", help="only rows with time-column >= this ISO time, or a duration back from now (90d)")
+    db.add_argument("--until", help="only rows with time-column < this ISO time, or a duration back from now")
+    db.add_argument("--order-by", help="comma-separated columns that order a --table (default: its primary key)")
+    db.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS, help="rows fetched per chunk (default: %(default)s)")
     p.add_argument("--seed", type=int, default=42, help="seed of data generation, split, CV and model "
                                                         "(default: %(default)s)")
     p.add_argument("--rows", type=int, help="synthetic rows (default: the vertical's `synthetic.rows`)")
@@ -39,9 +54,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="search hyperparameters with Optuna first: N trials (seeded TPE) scored by the CV ROC-AUC "
                         "of the training split; the chosen parameters are recorded in the manifest (default: off)")
     args = p.parse_args(argv)
-    if args.data and args.all:
-        p.error("--data needs --vertical (a table holds one vertical's columns)")
+    if (args.data or args.table or args.query) and args.all:
+        p.error("--data/--table/--query need --vertical (a table holds one vertical's columns)")
+    if args.data and not is_database_url(args.data) and (args.table or args.query or args.data_url_file):
+        p.error(f"--table/--query/--data-url-file read a database; --data {args.data!r} is a file "
+                "(a database is postgresql://USER@HOST:PORT/DB)")
+    if is_database_url(args.data) and not (args.table or args.query):
+        p.error("a database --data needs --table TABLE or --query SQL")
+    if args.data_url_file and not (args.table or args.query):
+        p.error("--data-url-file needs --table TABLE or --query SQL")
     return args
+
+
+def database_source(args: argparse.Namespace) -> DatabaseSource | None:
+    """The database to read from the arguments, or None when training from a file or synthetic data."""
+    if not (args.table or args.query):
+        return None
+    url, origin = resolve_url(args.data, args.data_url_file)
+    return DatabaseSource(url=url, table=args.table, query=args.query, time_column=args.time_column,
+                          since=parse_time(args.since), until=parse_time(args.until),
+                          order_by=[c.strip() for c in (args.order_by or "").split(",") if c.strip()],
+                          chunk_rows=args.chunk_rows, origin=origin)
+
+
+def load_source(args: argparse.Namespace, vertical, db: DatabaseSource | None):
+    """(table, what the manifest records about its source)."""
+    if db is not None:
+        return read_database(db, vertical)
+    if args.data:
+        return load_table(args.data, vertical), {"data_source": str(args.data)}
+    df = generate(vertical, seed=args.seed, rows=args.rows)
+    return df, {"data_source": f"synthetic (training/synthetic.py, seed {args.seed}, {len(df)} rows)"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,12 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         vertical = config.vertical(name)
         start = time.perf_counter()
         try:
-            if args.data:
-                df = load_table(args.data, vertical)
-                source = {"data_source": str(args.data)}
-            else:
-                df = generate(vertical, seed=args.seed, rows=args.rows)
-                source = {"data_source": f"synthetic (training/synthetic.py, seed {args.seed}, {len(df)} rows)"}
+            df, source = load_source(args, vertical, database_source(args))
         except DataError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

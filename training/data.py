@@ -33,6 +33,14 @@ def load_table(path: str | Path, vertical: Vertical) -> pd.DataFrame:
         if isinstance(e, DataError):
             raise
         raise DataError(f"{path}: cannot read: {e}") from e
+    return conform(df, vertical, str(path))
+
+
+def conform(df: pd.DataFrame, vertical: Vertical, source: str) -> pd.DataFrame:
+    """The vertical's columns in contract order with canonical dtypes (float64 numerics, object
+    categoricals/texts with None for gaps, int64 0/1 target), whatever the source: a file and a
+    database table holding the same rows give the same frame, hash and model."""
+    path = source
     missing = [c for c in (*vertical.feature_names, vertical.target) if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing columns {', '.join(missing)} (vertical {vertical.name} needs "
@@ -40,7 +48,10 @@ def load_table(path: str | Path, vertical: Vertical) -> pd.DataFrame:
     df = df[[*vertical.feature_names, vertical.target]].copy()
     for f in vertical.features:
         if f.kind == NUMERIC:
-            df[f.name] = pd.to_numeric(df[f.name], errors="raise").astype(np.float64)
+            try:
+                df[f.name] = pd.to_numeric(df[f.name], errors="raise").astype(np.float64)
+            except (TypeError, ValueError) as e:
+                raise DataError(f"{path}: column {f.name} must be numeric: {e}") from e
         else:
             df[f.name] = df[f.name].astype(object).where(df[f.name].notna(), None)
     labels = set(pd.unique(df[vertical.target].dropna()))

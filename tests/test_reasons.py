@@ -23,7 +23,7 @@ from predictors.reasons import (Explainer, Reasons, ReasonsOptions, ReasonsUnava
 from predictors.spec import ConfigError, parse_config
 
 from .conftest import copy_repository, request_json, shipped_bundle, start_server, stop_server
-from .test_fast_path import PEAK, columns, raw_rows
+from .test_predictors_vs_reference import PEAK, columns, raw_rows
 
 VERTICALS = ("auto", "claims", "health", "home", "life")
 

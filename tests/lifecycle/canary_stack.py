@@ -33,9 +33,9 @@ from pathlib import Path
 
 import httpx
 
-from ..conftest import TESTDATA, free_port, stop_process
+from ..conftest import free_port, stop_process
 
-ISVC_DIR = TESTDATA / "isvc"
+ISVC_DIR = Path(__file__).resolve().parents[1] / "testdata" / "isvc"  # recorded InferenceService objects
 ISVC_PATH = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}"
 
 

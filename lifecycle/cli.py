@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ab, autorollout, retrain, rollout
-from .repository import BUMPS, REPOSITORY_ENV, RepositoryError, find_bundle, list_bundles, resolve, semver_key
+from .repository import BUMPS, REPOSITORY_ENV, RepositoryError, find_bundle, list_bundles, resolve
 from .validate import DEFAULT_LATENCY_BUDGET_MS, DEFAULT_LATENCY_CALLS, DEFAULT_TOLERANCE
 
 PROG = "insurance"

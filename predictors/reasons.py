@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .spec import CATEGORICAL, NUMERIC, TEXT, ConfigError, Feature
+from .spec import ConfigError, Feature
 
 logger = logging.getLogger("predictors.reasons")
 

@@ -113,6 +113,18 @@ def copy_repository(dest: Path, verticals) -> Path:
     return dest
 
 
+def start_fast_and_plain(tmp: Path, models) -> tuple[Server, Server]:
+    """The same bundles served twice: the runtime's own request path, and MLServer's (fast_path off)."""
+    expect = [f"/v2/models/{m}/ready" for m in models]
+    fast = start_server(copy_repository(tmp / "fast", models), tmp, expect)
+    try:
+        plain = start_server(copy_repository(tmp / "plain", models), tmp, expect, env={"INSURANCE_FAST_PATH": "false"})
+    except Exception:
+        stop_server(fast)
+        raise
+    return fast, plain
+
+
 SECOND_AUTO_VERSION = "1.1.0"
 
 

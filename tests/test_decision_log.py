@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 import requests
 import yaml

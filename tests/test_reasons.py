@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 from predictors import load_predictor
 from predictors.encoding import InputError
 from predictors.predictor import OUTPUTS
-from predictors.reasons import (Explainer, Reasons, ReasonsOptions, ReasonsUnavailable, hgb_to_lightgbm,
+from predictors.reasons import (Reasons, ReasonsOptions, ReasonsUnavailable, hgb_to_lightgbm,
                                 requested_k)
 from predictors.spec import ConfigError, parse_config
 
-from .conftest import copy_repository, request_json, shipped_bundle, start_server, stop_server
+from .conftest import request_json, shipped_bundle, start_fast_and_plain, stop_server
 from .test_predictors_vs_reference import PEAK, columns, raw_rows
 
 VERTICALS = ("auto", "claims", "health", "home", "life")
@@ -262,14 +262,7 @@ MODELS = ("auto", "claims")
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """The same bundles served twice: the runtime's own request path, and MLServer's (fast_path off)."""
-    tmp = tmp_path_factory.mktemp("reasons")
-    expect = [f"/v2/models/{m}/ready" for m in MODELS]
-    fast = start_server(copy_repository(tmp / "fast", MODELS), tmp, expect)
-    try:
-        plain = start_server(copy_repository(tmp / "plain", MODELS), tmp, expect, env={"INSURANCE_FAST_PATH": "false"})
-    except Exception:
-        stop_server(fast)
-        raise
+    fast, plain = start_fast_and_plain(tmp_path_factory.mktemp("reasons"), MODELS)
     yield {"fast": fast, "plain": plain}
     stop_server(plain)
     stop_server(fast)

@@ -13,13 +13,12 @@ import copy
 import gzip
 import json
 import re
-import uuid
 
 import grpc
 import pytest
 from hypothesis import given
 
-from .conftest import copy_repository, request_json, start_server, stop_server
+from .conftest import copy_repository, request_json, start_fast_and_plain, start_server, stop_server
 from .security.conftest import Http
 from .security.test_hostile_input import _fuzz_settings, _pb, _stub, grpc_requests, mutated_requests, random_requests
 
@@ -39,14 +38,7 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("paths")
-    expect = [f"/v2/models/{m}/ready" for m in MODELS]
-    fast = start_server(copy_repository(tmp / "fast", MODELS), tmp, expect)
-    try:
-        plain = start_server(copy_repository(tmp / "plain", MODELS), tmp, expect, env={"INSURANCE_FAST_PATH": "false"})
-    except Exception:
-        stop_server(fast)
-        raise
+    fast, plain = start_fast_and_plain(tmp_path_factory.mktemp("paths"), MODELS)
     p = Pair(fast, plain)
     yield p
     for c in p.channel.values():

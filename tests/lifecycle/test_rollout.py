@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import sys
 
 import pytest
 import yaml

@@ -16,8 +16,6 @@ import http.client
 import json
 import os
 import subprocess
-import sys
-import time
 import uuid
 
 import grpc

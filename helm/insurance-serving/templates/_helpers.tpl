@@ -135,3 +135,10 @@ startupProbe:
 {{- end -}}
 {{- join "," $out -}}
 {{- end -}}
+
+{{/* A number (or numeric string) as Python's float() reads it, whole numbers without exponent: 10000000, not the
+1e+07 of Go's %v (still a valid float, but not what the values said). */}}
+{{- define "insurance-serving.number" -}}
+{{- $f := float64 . -}}
+{{- if and (eq $f (float64 (int64 $f))) (lt $f 1e15) -}}{{ int64 $f }}{{- else -}}{{ $f }}{{- end -}}
+{{- end -}}

@@ -15,6 +15,12 @@ import pytest
 from ..conftest import ROOT, shipped_bundle
 from ..prometheus import find_prometheus
 
+#: test_autorollout.py reads InferenceService status through the kserve SDK, whose generated gRPC protos
+#: register the same `inference.*` symbols as tritonclient.grpc's (imported by the server tests of this
+#: process): test_autorollout_process.py runs it in a fresh interpreter instead.
+KSERVE_PROCESS_ENV = "INSURANCE_TEST_KSERVE_PROCESS"
+collect_ignore = [] if os.environ.get(KSERVE_PROCESS_ENV) == "1" else ["test_autorollout.py"]
+
 
 def insurance(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300
               ) -> subprocess.CompletedProcess:

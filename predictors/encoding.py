@@ -208,12 +208,7 @@ class Normalizer:
                         code_list.append(nan)
                         text_missing[i] += 1
                         continue
-                    hit = seen.get(v)
-                    if hit is None:
-                        low = v.lower()
-                        hit = (low, codes.get(low, nan))
-                        if len(seen) < 10_000:
-                            seen[v] = hit
+                    hit = seen.get(v) or _category(seen, codes, v)
                     texts[i] = hit[0]
                     code_list.append(hit[1])
                     count += hit[1] != hit[1]  # NaN: unseen category
@@ -237,6 +232,18 @@ class Normalizer:
 
 
 _STR, _STR_NONE, _BYTES_NONE = {str}, {str, type(None)}, {bytes, type(None)}
+#: Most stripped categorical values whose (lower-cased, code) a LeadEncoder remembers.
+_SEEN_MAX = 10_000
+
+
+def _category(seen: dict, codes: dict, text: str) -> tuple:
+    """(lower-cased text, float64 code, NaN when unseen) of a stripped categorical value, remembered in
+    `seen` (bounded) so that repeated values cost one dict lookup."""
+    low = text.lower()
+    hit = (low, codes.get(low, math.nan))
+    if len(seen) < _SEEN_MAX:
+        seen[text] = hit
+    return hit
 
 
 def _distinct(values: list, n: int, codes: dict | None, seen: dict) -> tuple | None:
@@ -266,13 +273,7 @@ def _distinct(values: list, n: int, codes: dict | None, seen: dict) -> tuple | N
         if codes is None:
             text_of[v] = t
             continue
-        hit = seen.get(t)
-        if hit is None:
-            low = t.lower()
-            hit = (low, codes.get(low, nan))
-            if len(seen) < 10_000:
-                seen[t] = hit
-        text_of[v], code_of[v] = hit
+        text_of[v], code_of[v] = seen.get(t) or _category(seen, codes, t)
     texts = list(map(text_of.__getitem__, values))
     missing = np.fromiter(map(missing_of.__getitem__, values), dtype=np.float64, count=n) if blanks else None
     if codes is None:

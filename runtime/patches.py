@@ -71,7 +71,7 @@ def install() -> None:
     # mlserver.registry._is_newer orders versions as strings (1.9.0 after 1.10.0) for the unversioned route.
     _apply("semver-default-version", versions.install)
     # py-grpc-prometheus (MLServer's gRPC metrics interceptor) rebuilds its handler and label children per
-    # call (~70 us): the same series from handlers built once (runtime/grpc_metrics.py).
+    # call: the same series from handlers built once (runtime/grpc_metrics.py; cost in docs/performance.md).
     _apply("grpc-metrics-interceptor", grpc_metrics.install)
     # uvicorn/MLServer: no limit on request heads, URLs or (gzip-decoded) bodies; FastAPI's 422/405
     # {"detail"} answers instead of the protocol's {"error"}: runtime/edge.py, on every connection.

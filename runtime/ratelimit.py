@@ -81,10 +81,7 @@ class Policy:
     keys' own ``rate=`` still apply)."""
 
     def __init__(self, options: Any):
-        rate = float(options.rate_limit)
-        self.default = (rate, float(options.rate_limit_burst or max(rate, 1.0))) if rate > 0 else None
-        self.roles = {role: parse_rate(r) for role, r in (options.rate_limit_roles or {}).items()}
-        self.roles = {role: r for role, r in self.roles.items() if r[0] > 0}
+        self.default, self.roles = options.rate_limits()
 
     def limit_of(self, principal: Any) -> Optional[tuple[float, float, str]]:
         """(rate, burst, reason) for a principal (None: authentication off), or None: unlimited."""

@@ -166,6 +166,14 @@ class RuntimeSettings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    def rate_limits(self) -> tuple[Optional[tuple[float, float]], dict[str, tuple[float, float]]]:
+        """The rate limit as runtime/ratelimit.py applies it: the default (rate, burst), or None when
+        rate_limit is 0, and (rate, burst) per role of rate_limit_roles (a role at rate 0 is unlimited)."""
+        rate = float(self.rate_limit)
+        default = (rate, float(self.rate_limit_burst or max(rate, 1.0))) if rate > 0 else None
+        roles = {role: parse_rate(r) for role, r in (self.rate_limit_roles or {}).items()}
+        return default, {role: r for role, r in roles.items() if r[0] > 0}
+
     @field_validator("rate_limit_roles")
     @classmethod
     def _rate_roles(cls, value):

@@ -1,8 +1,9 @@
 """The chart's values for the runtime's roles, tenants and rate limits (issue 12) reach every
 predictor container as the environment the runtime reads, and the runtime accepts what is
 rendered: each rendered env is loaded into runtime.settings.RuntimeSettings (the same
-pydantic-settings class the server builds from INSURANCE_* variables) and into
-runtime.ratelimit.Policy. Bad values fail `helm template` (schema or chart) naming the key: those
+pydantic-settings class the server builds from INSURANCE_* variables), whose rate_limits() is
+what runtime.ratelimit.Policy applies (runtime.ratelimit itself imports MLServer, whose gRPC
+protos cannot share this process with tritonclient's). Bad values fail `helm template` (schema or chart) naming the key: those
 cases are files in tests/k8s/values/bad/ (test_chart.py runs them); here the ones about how the
 runtime would read a value. Real helm; no cluster (KServe's merge of the canary predictor is
 emulated by tests/k8s/kserve_emulation.py)."""
@@ -15,7 +16,6 @@ import re
 import pytest
 import yaml
 
-from runtime.ratelimit import Policy
 from runtime.settings import RuntimeSettings
 
 from .kserve_emulation import build_canary_predictor
@@ -90,9 +90,9 @@ def test_every_value_reaches_every_predictor_as_the_runtime_reads_it(tmp_path, m
         s = _settings(env, monkeypatch)
         assert (s.jwt_roles_claim, s.jwt_tenant_claim) == ("https://insurance.example/roles", "org_id")
         assert (s.rate_limit, s.rate_limit_burst) == (2.5, 10.0)
-        policy = Policy(s)
-        assert policy.default == (2.5, 10.0)
-        assert policy.roles == {"outcomes": (5.0, 10.0), "admin": (1.0, 1.0), "inference": (0.5, 1.0)}
+        default, roles = s.rate_limits()
+        assert default == (2.5, 10.0)
+        assert roles == {"outcomes": (5.0, 10.0), "admin": (1.0, 1.0), "inference": (0.5, 1.0)}
 
 
 @pytest.mark.parametrize("rate, burst, rendered, want", [
@@ -107,22 +107,22 @@ def test_rendered_rates_parse_in_the_runtime(tmp_path, monkeypatch, rate, burst,
     assert env["INSURANCE_RATE_LIMIT"] == rendered
     assert ("INSURANCE_RATE_LIMIT_BURST" in env) == (float(burst) > 0)
     assert "INSURANCE_RATE_LIMIT_ROLES" not in env
-    assert Policy(_settings(env, monkeypatch)).default == want
+    assert _settings(env, monkeypatch).rate_limits()[0] == want
 
 
 def test_set_passes_fractions_as_strings_and_the_chart_takes_them(monkeypatch):
     objs = helm_template(sets=("rateLimit.requestsPerSecond=0.5", "rateLimit.roles.outcomes=5/10"))
     env = _containers_env(objs)["home"]
     assert env["INSURANCE_RATE_LIMIT"] == "0.5"
-    assert Policy(_settings(env, monkeypatch)).roles == {"outcomes": (5.0, 10.0)}
+    assert _settings(env, monkeypatch).rate_limits()[1] == {"outcomes": (5.0, 10.0)}
 
 
 def test_roles_alone_turn_the_limit_on_without_a_default(tmp_path, monkeypatch):
     objs = helm_template(_values(tmp_path, {"rateLimit": {"roles": {"admin": "1/5"}}}))
     env = _containers_env(objs)["claims"]
     assert "INSURANCE_RATE_LIMIT" not in env and json.loads(env["INSURANCE_RATE_LIMIT_ROLES"]) == {"admin": "1/5"}
-    policy = Policy(_settings(env, monkeypatch))
-    assert policy.default is None and policy.roles == {"admin": (1.0, 5.0)}
+    default, roles = _settings(env, monkeypatch).rate_limits()
+    assert default is None and roles == {"admin": (1.0, 5.0)}
 
 
 @pytest.mark.parametrize("roles", ["outcomes=5", "{outcomes: 5}", '{"outcomes": "5/10"}'])

@@ -62,8 +62,6 @@ INFERENCE, OUTCOMES, ADMIN = ROLES
 CREDENTIAL_HEADERS = ("x-api-key", "authorization")
 #: ml_auth_failures_total's model_name for calls that do not name a loaded model.
 REPOSITORY_LABEL, EDGE_LABEL = "_repository", "_edge"
-#: Asymmetric JWT algorithms the runtime accepts (HS* would let a public key act as a shared secret).
-ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 HINT = "send 'Authorization: Bearer <API key or JWT>' or 'X-API-Key: <API key>'"
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 

@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 
+#: Asymmetric JWT algorithms the runtime accepts (HS* would let a public key act as a shared secret).
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 #: Roles a credential can hold (runtime/auth.py); without any marked it holds "inference" only.
 ROLES = ("inference", "outcomes", "admin")
 
@@ -190,8 +192,6 @@ class RuntimeSettings(BaseSettings):
         if not self.jwt_issuer or not self.jwt_audience:
             raise ValueError("JWT verification needs jwt_issuer and jwt_audience (INSURANCE_JWT_ISSUER, "
                              "INSURANCE_JWT_AUDIENCE)")
-        from .auth import ASYMMETRIC_ALGORITHMS
-
         bad = [a for a in self.jwt_algorithms if a not in ASYMMETRIC_ALGORITHMS]
         if bad or not self.jwt_algorithms:
             raise ValueError(f"jwt_algorithms {bad or '[]'}: only asymmetric algorithms are accepted "

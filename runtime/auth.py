@@ -553,7 +553,7 @@ def grpc_headers(context: Any) -> dict:
     """mlserver.grpc.utils.to_headers, refusing metadata that carries a credential key twice
     (only while authentication is on: with it off nothing changes)."""
     metadata = tuple(context.invocation_metadata() or ())
-    if _edge_authenticators() and duplicated(m.key.lower() for m in metadata):
+    if _edge_on and duplicated(m.key.lower() for m in metadata):
         raise duplicate_error()
     headers = {}
     for m in metadata:

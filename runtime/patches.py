@@ -28,8 +28,8 @@ STATE: dict[str, bool] = {}
 
 def _apply(name: str, patch: Callable[[], None]) -> None:
     try:
-        patch()
-        STATE[name] = True
+        # False: the patch found a dependency it does not know and left the stock behaviour (it logged why)
+        STATE[name] = patch() is not False
     except Exception as e:  # an MLServer or uvicorn that differs: keep its stock behaviour
         STATE[name] = False
         logger.warning("MLServer patch %r not installed (%s: %s); MLServer's own behaviour applies", name,

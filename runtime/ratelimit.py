@@ -93,6 +93,8 @@ class Policy:
                 limits = [self.roles[r] for r in principal.roles if r in self.roles]
                 if limits:
                     rate, burst = max(limits)
+                    if min(limits)[0] <= 0:  # a role at rate 0 is unlimited
+                        return None
                     return rate, burst, "role"
         if self.default is not None:
             return self.default[0], self.default[1], "default"

@@ -109,7 +109,8 @@ class RuntimeSettings(BaseSettings):
     #: Bucket size of rate_limit (requests at once after a quiet period); default: max(rate_limit, 1).
     rate_limit_burst: Optional[float] = Field(None, ge=1.0)
     #: Per role instead of rate_limit, JSON, e.g. {"outcomes": "5/10", "admin": "1/5"} ("<per second>/<burst>");
-    #: a credential with several roles gets the highest. A key's own `rate=` in the keys file wins over both.
+    #: a credential with several roles gets the highest, a role at rate 0 is unlimited. A key's own `rate=` in the
+    #: keys file wins over both.
     rate_limit_roles: dict[str, str] = Field(default_factory=dict)
     #: Longest BYTES element (a categorical or text value) of a request, in bytes; longer gets a 400
     #: naming the input and row. Bounds the work per request together with max_batch_rows.
@@ -173,8 +174,7 @@ class RuntimeSettings(BaseSettings):
         rate_limit is 0, and (rate, burst) per role of rate_limit_roles (a role at rate 0 is unlimited)."""
         rate = float(self.rate_limit)
         default = (rate, float(self.rate_limit_burst or max(rate, 1.0))) if rate > 0 else None
-        roles = {role: parse_rate(r) for role, r in (self.rate_limit_roles or {}).items()}
-        return default, {role: r for role, r in roles.items() if r[0] > 0}
+        return default, {role: parse_rate(r) for role, r in (self.rate_limit_roles or {}).items()}
 
     @field_validator("rate_limit_roles")
     @classmethod

@@ -17,7 +17,7 @@ logger = logging.getLogger("mlserver.insurance.versions")
 _installed = False
 
 
-def install() -> None:
+def install() -> bool | None:
     global _installed
     if _installed:
         return
@@ -27,7 +27,7 @@ def install() -> None:
     original = getattr(registry, "_is_newer", None)
     if original is None:
         logger.warning("MLServer has no registry._is_newer: the unversioned route keeps MLServer's version order")
-        return
+        return False
 
     def _is_newer(a, b) -> int:
         va, vb = getattr(a, "version", None), getattr(b, "version", None)

@@ -381,8 +381,11 @@ def test_grpc_metadata_with_a_credential_twice_is_refused_only_with_auth_on(monk
     context = types.SimpleNamespace(invocation_metadata=lambda: md)
     monkeypatch.setattr(auth_mod, "_env_auth", [])
     monkeypatch.setattr(auth_mod, "_model_auths", {})
+    monkeypatch.setattr(auth_mod, "_edge_on", False)
+    auth_mod._refresh_edge()  # what register/unregister do
     assert auth_mod.grpc_headers(context) == {"x-api-key": "b"}, "authentication off: nothing changes"
     monkeypatch.setattr(auth_mod, "_model_auths", {("auto", "1"): Authenticator(_options(api_keys="a"))})
+    auth_mod._refresh_edge()
     monkeypatch.setattr(auth_mod, "count_failure", lambda *a: None)
     with pytest.raises(Unauthenticated) as e:
         auth_mod.grpc_headers(context)
@@ -454,6 +457,15 @@ def test_policy_is_off_by_default_and_key_beats_role_beats_default():
     assert p.limit_of(None) == (10.0, 10.0, "default"), "authentication off: one bucket for the server"
     with pytest.raises(ValueError, match="unknown role"):
         _options(rate_limit_roles={"root": "1"})
+
+
+def test_a_role_at_rate_zero_is_unlimited_not_the_default():
+    p = Policy(_options(rate_limit=10, rate_limit_roles={"admin": "0", "outcomes": "1/2"}))
+    admin = auth_mod.Principal("api_key", roles=frozenset({"admin"}), identity="a")
+    both = auth_mod.Principal("api_key", roles=frozenset({"admin", OUTCOMES}), identity="b")
+    assert p.limit_of(admin) is None
+    assert p.limit_of(both) is None, "the highest of a credential's roles: unlimited"
+    assert p.limit_of(auth_mod.Principal("api_key", identity="k")) == (10.0, 10.0, "default")
 
 
 def test_admit_raises_429_with_retry_after_and_counts(monkeypatch):

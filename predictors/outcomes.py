@@ -23,6 +23,7 @@ latest outcomes of one model version.
 
 from __future__ import annotations
 
+import heapq
 import math
 import sqlite3
 import threading
@@ -354,18 +355,23 @@ class PredictionLog:
         """Keep at most `capacity` rows of a version, taking the oldest rows of the owner holding the
         most first (as MemoryPredictionLog, by rows); returns the rows deleted."""
         db, deleted = self._db, 0
-        over = db.execute("SELECT count(*) FROM scored WHERE model = ? AND version = ?", (model, version)).fetchone()[0]
-        over -= capacity
-        while over > 0:
-            top = db.execute("SELECT owner, count(*) AS n FROM scored WHERE model = ? AND version = ? GROUP BY owner "
-                             "ORDER BY n DESC LIMIT 2", (model, version)).fetchall()
-            owner, n = top[0]
-            k = min(over, max(1, n - (top[1][1] if len(top) > 1 else 0)))
-            gone = db.execute(_TRIM_OWNER, (model, version, owner, k)).rowcount
-            deleted += gone
-            over -= gone
-            if gone == 0:
-                break
+        counts = db.execute("SELECT owner, count(*) FROM scored WHERE model = ? AND version = ? GROUP BY owner",
+                            (model, version)).fetchall()
+        over = sum(n for _, n in counts) - capacity
+        if over <= 0:
+            return 0
+        # one count per owner, then the rows each loses planned here: the owner holding the most gives one
+        # row at a time (a scan per row held the write lock for seconds when owners held alike)
+        heap = [(-n, owner) for owner, n in counts]
+        heapq.heapify(heap)
+        take: dict[str, int] = {}
+        for _ in range(over):
+            n, owner = heapq.heappop(heap)
+            take[owner] = take.get(owner, 0) + 1
+            if n + 1 < 0:
+                heapq.heappush(heap, (n + 1, owner))
+        for owner, k in take.items():
+            deleted += db.execute(_TRIM_OWNER, (model, version, owner, k)).rowcount
         return deleted
 
     # ------------------------------------------------------------------ outcomes

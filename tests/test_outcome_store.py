@@ -96,3 +96,17 @@ def test_with_one_owner_the_oldest_goes_first(log):
         log.flush()
     matched, unknown = log.add_outcomes("auto", [("r0", 0, 1), ("r1", 0, 1), ("r2", 0, 1), ("r3", 0, 1)], "")
     assert [m.request_id for m in matched] == ["r2", "r3"] and [u[0] for u in unknown] == ["r0", "r1"]
+
+
+def test_owners_holding_alike_each_lose_their_oldest(log):
+    """Over the bound with owners holding the same number of rows, each gives up its oldest rows in
+    turn (the SQLite store plans this from one count per owner)."""
+    log.set_capacity("auto", "1.0.0", 10)
+    for i in range(6):
+        for owner in ("a", "b"):
+            log.record("auto", "1.0.0", f"{owner}{i}", np.array([0.5]), owner)
+    log.flush()
+    for owner in ("a", "b"):
+        matched, unknown = log.add_outcomes("auto", [(f"{owner}{i}", 0, 1) for i in range(6)], owner)
+        assert [m.request_id for m in matched] == [f"{owner}{i}" for i in range(1, 6)]
+        assert unknown == [(f"{owner}0", 0)]

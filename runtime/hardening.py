@@ -179,7 +179,7 @@ SERVER_NAME = "insurance-serving"
 
 def server_metadata() -> None:
     """GET /v2 (and gRPC ServerMetadata) answers MLServer's defaults, name "mlserver" and MLServer's own
-    version: with the default name it names this server and its version instead."""
+    version: unless the operator set another name or version, it names this server and its version."""
     from importlib.metadata import PackageNotFoundError, version
 
     from mlserver.handlers.dataplane import DataPlane
@@ -193,9 +193,12 @@ def server_metadata() -> None:
     except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
         own = "0+unknown"
 
+    import mlserver
+
     async def metadata(self):
         meta = await original(self)
-        if self._settings.server_name == "mlserver":
+        # a name and version the operator set stay; MLServer's defaults (or only our name) become ours
+        if self._settings.server_name in ("mlserver", SERVER_NAME) and meta.version == mlserver.__version__:
             meta = MetadataServerResponse(name=SERVER_NAME, version=own, extensions=meta.extensions)
         return meta
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 import socket
 import threading
 import time
 import zlib
+from importlib.metadata import version
 from pathlib import Path
 
 import grpc
 import pytest
+import requests
 
 from ..conftest import copy_repository, request_json, start_server, stop_server
 from .conftest import REPORT, Http, rss_mib
@@ -327,8 +328,19 @@ def test_model_and_server_metadata_name_versions_platform_and_server(edge):
     meta = http.get("/v2/models/auto").json()
     assert meta["versions"] == ["1.0.0"] and meta["platform"] == "lightgbm", meta
     server = http.get("/v2").json()
-    assert server["name"] == "insurance-serving" and re.match(r"^\d+\.\d+", server["version"]), server
+    assert server == {"name": "insurance-serving", "version": version("insurance-serving"), "extensions": []}, server
     http.close()
+
+
+def test_server_metadata_names_this_server_with_the_local_settings_name(tmp_path):
+    """models/settings.json (make serve) sets server_name insurance-serving: the version is still ours,
+    not MLServer's."""
+    srv = start_server(copy_repository(tmp_path / "repo", ["auto"]), tmp_path, ["/v2/models/auto/ready"],
+                       extra_settings={"server_name": "insurance-serving"})
+    try:
+        assert requests.get(f"{srv.http}/v2", timeout=10).json()["version"] == version("insurance-serving")
+    finally:
+        stop_server(srv)
 
 
 # ---- what held up (issue 12): request smuggling attempts stay 400 behind the edge -------------

@@ -9,7 +9,9 @@
 set -euo pipefail
 
 log() { printf 'install-image-tools: %s\n' "$*" >&2; }
-PACKAGES=(podman runc debootstrap)
+# fuse-overlayfs, slirp4netns and uidmap are podman's recommends: the storage and network fallbacks
+# where native overlay or rootful networking is not available (installed as on the machines it was tested).
+PACKAGES=(podman runc debootstrap fuse-overlayfs slirp4netns uidmap)
 TOOLS=(podman runc debootstrap)
 
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then

@@ -101,6 +101,10 @@ def _send_split_traffic(server, config) -> dict[str, int]:
 def _scraped(prom, n: int):
     prom.wait('sum(ml_scoring_latency_seconds_count{model_name="auto"})',
               lambda r: r and float(r[0]["value"][1]) >= n)
+    # increase() extrapolates to the window's end by up to 1.1 scrape intervals: with k intervals of
+    # samples that is up to 1 + 1.1/k too high (3 samples: +55%); 12 samples keep it under +10%
+    prom.wait('min(count_over_time(ml_scoring_latency_seconds_count{model_name="auto"}[10m]))',
+              lambda r: r and float(r[0]["value"][1]) >= 12)
 
 
 def test_report_stable_vs_canary_from_prometheus(stack, config, capsys):

@@ -742,12 +742,17 @@ async def _abort(context: Any, error: MLServerError) -> None:
     await context.abort(code=code, details=str(error))
 
 
+async def _authorize_admin(context: Any) -> None:
+    """The admin check of a gRPC repository call: the call is aborted with its status when refused."""
+    try:
+        authorize_repository(grpc_headers(context))
+    except (Unauthenticated, Forbidden) as e:
+        await _abort(context, e)
+
+
 def _guarded(original: Callable) -> Callable:
     async def guarded(self, request, context):
-        try:
-            authorize_repository(grpc_headers(context))
-        except (Unauthenticated, Forbidden) as e:
-            await _abort(context, e)
+        await _authorize_admin(context)
         return await original(self, request, context)
 
     guarded.__qualname__ = getattr(original, "__qualname__", "guarded")
@@ -757,10 +762,7 @@ def _guarded(original: Callable) -> Callable:
 
 async def guarded_repository_index(self, request, context):
     """InferenceServicer.RepositoryIndex (MLServer wraps it in nothing) with the admin check."""
-    try:
-        authorize_repository(grpc_headers(context))
-    except (Unauthenticated, Forbidden) as e:
-        await _abort(context, e)
+    await _authorize_admin(context)
     return await _original_index(self, request, context)
 
 

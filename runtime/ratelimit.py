@@ -22,7 +22,6 @@ from typing import Any, Optional
 
 from mlserver.errors import MLServerError
 
-from .settings import parse_rate  # noqa: F401  (re-exported)
 
 HTTP_TOO_MANY_REQUESTS = 429
 MAX_BUCKETS = 100_000

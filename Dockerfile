@@ -2,8 +2,9 @@
 # insurance-serving: MLServer 1.7.1 with the insurance runtime (runtime.InsuranceModel).
 #
 # KServe mounts one model bundle (storageUri, e.g. .../models/auto/1.0.0) at /mnt/models and
-# the image serves it: `mlserver start /mnt/models` finds the bundle's model-settings.json,
-# which names the model (the vertical), its version and its implementation.
+# the image serves it: `insurance-mlserver start /mnt/models` (MLServer's `mlserver start` with the
+# runtime's start-up seams first: runtime/main.py) finds the bundle's model-settings.json, which
+# names the model (the vertical), its version and its implementation.
 #
 #   docker build -t insurance-serving:0.1.0 .
 #   docker build --build-arg BAKE_MODELS=true -t insurance-serving:0.1.0-models .
@@ -91,5 +92,5 @@ RUN --mount=type=bind,source=models,target=/tmp/models-src \
 USER 1000
 WORKDIR /home/mlserver
 EXPOSE 8080 8081 8082
-ENTRYPOINT ["mlserver"]
+ENTRYPOINT ["insurance-mlserver"]
 CMD ["start", "/mnt/models"]

@@ -174,7 +174,7 @@ class Bench:
             return servers.start_mlserver(label, repo, wd, models=models, **kw)
         if label in ("B", "M"):
             repo = servers.mlserver_repository(wd, label, batching=kw.pop("batching", None))
-            return servers.start_mlserver(label, repo, wd, **kw)
+            return servers.start_mlserver(label, repo, wd, stock=label == "B", **kw)
         if label == "C":
             return servers.start_kserve(label, wd)
         if label == "D":

@@ -78,7 +78,7 @@ class Bulk:
     def start_b(self) -> servers.Running:
         wd = self.workdir / "B"
         wd.mkdir(parents=True, exist_ok=True)
-        return servers.start_mlserver("B", servers.mlserver_repository(wd, "B"), wd)
+        return servers.start_mlserver("B", servers.mlserver_repository(wd, "B"), wd, stock=True)
 
     # ---- experiments --------------------------------------------------------------------------
     def big_requests(self) -> None:

@@ -158,12 +158,14 @@ def without_pyarrow(workdir: Path) -> dict[str, str]:
 
 def start_mlserver(label: str, repo: Path, workdir: Path, *, parallel_workers: int = 0,
                    models: tuple[str, ...] = (MODEL,), timeout: float = 120.0,
-                   env: dict[str, str] | None = None) -> Running:
+                   env: dict[str, str] | None = None, stock: bool = False) -> Running:
+    """A (and M) through this project's entry point; `stock`: MLServer's own `mlserver start` (B)."""
     settings = local_settings(parallel_workers=parallel_workers)
     http_port, grpc_port = settings["http_port"], settings["grpc_port"]
     log = workdir / f"{label.replace(' ', '_').replace('/', '_')}.log"
     started = time.monotonic()
-    process = serve.start_mlserver(repo, settings=settings, cwd=workdir, log=log, env=_env(env))
+    process = serve.start_mlserver(repo, settings=settings, cwd=workdir, log=log, env=_env(env),
+                                   command=serve.MLSERVER if stock else serve.SERVER)
     run = Running(label, process, http_port, grpc_port, log)
     return _wait_ready(run, [f"/v2/models/{m}/ready" for m in models], started, timeout)
 

@@ -36,6 +36,14 @@ def _apply(name: str, patch: Callable[[], None]) -> None:
                        type(e).__name__, e)
 
 
+def install_early() -> None:
+    """The seams that must precede ``import mlserver`` (the entry point, runtime/main.py, runs them)."""
+    from . import lazy_pandas
+
+    # mlserver.codecs imports pandas (~40 MB, ~0.2 s per process) for a codec this runtime never uses.
+    _apply("lazy-pandas-codec", lazy_pandas.install)
+
+
 def install() -> None:
     global _installed
     from . import auth, edge, grpc_metrics, hardening, loading, ratelimit, versions

@@ -23,6 +23,9 @@ from typing import Callable, Optional, Sequence
 
 from predictors import examples
 
+#: This project's entry point (runtime/main.py): `mlserver start` with the start-up seams first.
+SERVER = Path(sys.executable).with_name("insurance-mlserver")
+#: MLServer's own CLI (the benchmark's stock peers start with it).
 MLSERVER = Path(sys.executable).with_name("mlserver")
 
 def bundles(repository: Path) -> list[tuple[str, str | None]]:
@@ -71,13 +74,13 @@ def local_settings(**overrides) -> dict:
 
 def start_mlserver(repository: Path, *, settings: Optional[dict] = None, cwd: Optional[Path] = None,
                    log: Optional[Path] = None, env: Optional[dict] = None,
-                   new_session: bool = False) -> subprocess.Popen:
-    """`mlserver start REPOSITORY` with one OpenMP thread; `settings`, if given, written to
-    REPOSITORY/settings.json first; output to `log` (else inherited)."""
+                   new_session: bool = False, command: Path = SERVER) -> subprocess.Popen:
+    """`insurance-mlserver start REPOSITORY` (or `command`, e.g. MLSERVER) with one OpenMP thread;
+    `settings`, if given, written to REPOSITORY/settings.json first; output to `log` (else inherited)."""
     if settings is not None:
         (repository / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
     out = log.open("w") if log is not None else None
-    return subprocess.Popen([str(MLSERVER), "start", str(repository)], cwd=cwd,
+    return subprocess.Popen([str(command), "start", str(repository)], cwd=cwd,
                             env={"OMP_NUM_THREADS": "1", **os.environ, **(env or {})},
                             stdout=out, stderr=subprocess.STDOUT if out is not None else None,
                             start_new_session=new_session)

@@ -80,7 +80,7 @@ def test_hadolint_is_really_checking(tmp_path):
 def test_image_contract():
     st = final_stage()
     assert st["USER"] == "1000", "numeric non-root user (runAsNonRoot can verify it)"
-    assert st["ENTRYPOINT"] + st["CMD"] == ["mlserver", "start", "/mnt/models"]
+    assert st["ENTRYPOINT"] + st["CMD"] == ["insurance-mlserver", "start", "/mnt/models"]
     assert sorted(st["EXPOSE"]) == [8080, 8081, 8082]
     env = st["ENV"]
     assert env["OMP_NUM_THREADS"] == "1" and env["MLSERVER_PARALLEL_WORKERS"] == "0"

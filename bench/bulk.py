@@ -31,8 +31,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 INFER = f"/v2/models/{servers.MODEL}/infer"
 SIZES = (1000, 10000)
 MODES = ("http", "http+gzip", "grpc")
-TESTDATA = servers.ROOT / "tests" / "testdata"
 STEPS = ("inprocess", "scalar_rows", "grpc_interceptor", "big_requests", "single_row", "memory", "container", "profile")
+
+
+def _one_row(model: str) -> bytes:
+    """The shipped one-row example request of a model (predictors/examples), as JSON bytes."""
+    from predictors import examples
+
+    return json.dumps(examples.v2_request(model, rows=1)).encode()
 
 
 def _default_image() -> str:
@@ -180,8 +186,7 @@ class Bulk:
             run = self.start_a(label, extra, models=(model,), env=env)
             try:
                 after_load = run.rss_mb()
-                body = json.dumps({k: v for k, v in json.loads((TESTDATA / f"{model}.json").read_text()).items()
-                                   if k != "parameters"}).encode()
+                body = _one_row(model)
                 conn = http.client.HTTPConnection("127.0.0.1", run.http_port, timeout=10)
                 for _ in range(1000):
                     conn.request("POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
@@ -221,8 +226,7 @@ class Bulk:
                 ready = c.wait_ready([f"/v2/models/{model}/ready"], timeout=180)
                 after_load = c.rss_mib()
                 port = c.ports[ctr.HTTP]
-                body = json.dumps({k: v for k, v in json.loads((TESTDATA / f"{model}.json").read_text()).items()
-                                   if k != "parameters"}).encode()
+                body = _one_row(model)
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                 for _ in range(1000):
                     conn.request("POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})

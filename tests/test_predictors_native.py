@@ -255,3 +255,21 @@ def test_without_a_linker_compiled_trees_run_through_llvmlite(tmp_path, monkeypa
     assert isinstance(predictor.scorer, CompiledScorer)
     assert "no linker" in caplog.text and "llvmlite" in caplog.text
     assert list(tmp_path.glob("*.o")) and not list(tmp_path.glob("*.so"))
+
+
+@pytest.mark.parametrize("vertical", ["auto", "claims"])
+def test_reasons_come_from_the_binding_without_the_lightgbm_package(vertical):
+    out = _child(f"""
+        import json, sys
+        from predictors.predictor import load_predictor
+        from predictors.examples import v2_request
+        from predictors.reasons import Reasons, ReasonsOptions
+        p = load_predictor({str(shipped_bundle(vertical))!r})
+        reasons = Reasons(p, ReasonsOptions())
+        raw = {{i["name"]: i["data"] for i in v2_request({vertical!r})["inputs"]}}
+        batch = p.normalize(raw)
+        print(json.dumps({{"unavailable": reasons.unavailable, "error": reasons.explainer.verify(batch),
+                          "booster": type(reasons.explainer.booster).__module__, "lightgbm": "lightgbm" in sys.modules}}))
+        """)
+    assert out["unavailable"] is None and out["booster"] == "predictors.lgbm" and not out["lightgbm"]
+    assert out["error"] <= 1e-9

@@ -213,15 +213,14 @@ class Explainer:
         self.onehot[np.arange(len(self.groups)), self.groups] = 1.0
 
     def _init_claims(self, pipeline: Any) -> None:
-        import lightgbm
-
         from .encoding import claims_frame
+        from .lgbm import load_booster
 
         try:
             preprocess, model = pipeline[:-1], pipeline[-1]
             column_transformer = preprocess[-1]
             self.groups = pipeline_groups(column_transformer, self.features)
-            self.booster = lightgbm.Booster(model_str=hgb_to_lightgbm(model, len(self.groups)))
+            self.booster = load_booster(hgb_to_lightgbm(model, len(self.groups)))
             baseline = np.asarray(model._baseline_prediction, dtype=np.float64).ravel()
         except ReasonsUnavailable:
             raise

@@ -41,11 +41,12 @@ COPY runtime/ runtime/
 COPY training/ training/
 COPY lifecycle/ lifecycle/
 COPY observability/ observability/
-# The project itself with its `db` extra (SQLAlchemy + psycopg) for the retrain CronJob.
-# hadolint ignore=DL3013
+# The project itself with its `db` extra (SQLAlchemy + psycopg) for the retrain CronJob and its
+# `compiled` extra (lleaves, llvmlite) for compiled trees (INSURANCE_COMPILED_TREES below).
 # pip's bytecode of every package goes; what the server imports is compiled again (runtime/precompile.py):
 # the read-only root keeps Python from caching it, and compiling it at each start took 1 s of a cold start.
-RUN pip install -c constraints.txt '.[db]' \
+# hadolint ignore=DL3013
+RUN pip install -c constraints.txt '.[db,compiled]' \
  && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} + \
  && python -P -m runtime.precompile
 
@@ -57,10 +58,11 @@ LABEL org.opencontainers.image.title="insurance-serving" \
       org.opencontainers.image.description="Insurance lead-scoring, pricing and claims-triage models on MLServer 1.7.1 (Open Inference Protocol V2)" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-# LightGBM needs the GNU OpenMP runtime; Debian's security updates keep it unpinned.
+# LightGBM needs the GNU OpenMP runtime; binutils' ld links the compiled trees into a shared library
+# (without it they run inside LLVM, ~100 MB more per pod). Debian's security updates keep them unpinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 \
+ && apt-get install -y --no-install-recommends libgomp1 binutils \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --uid 1000 --gid 0 --create-home --home-dir /home/mlserver --shell /usr/sbin/nologin mlserver \
  && mkdir -p /mnt/models \
@@ -81,7 +83,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MLSERVER_LOAD_MODELS_AT_STARTUP=true \
     MLSERVER_METRICS_DIR=/tmp/mlserver-metrics \
     MLSERVER_ENVIRONMENTS_DIR=/tmp/mlserver-envs \
-    OMP_NUM_THREADS=1
+    OMP_NUM_THREADS=1 \
+    INSURANCE_COMPILED_TREES=true
 
 # The bind mount adds no layer unless BAKE_MODELS=true; models/settings.json (local dev
 # settings, host 127.0.0.1) is left out so the MLSERVER_* variables above stay in force.

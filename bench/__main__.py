@@ -154,11 +154,11 @@ class Bench:
 
     # ---- servers ------------------------------------------------------------------------------
     def precompile(self) -> None:
-        from predictors.scoring import compile_to, object_path
+        from predictors.scoring import compile_to, compiled_path
 
         for name in ("auto", "home", "health", "life"):
             bundle = next((servers.MODELS / name).glob("*/manifest.json")).parent
-            obj = object_path(bundle / "model.txt", self.compiled_cache)
+            obj = compiled_path(bundle / "model.txt", self.compiled_cache)
             if not obj.exists():
                 started = time.monotonic()
                 compile_to(bundle / "model.txt", obj)

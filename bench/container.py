@@ -116,6 +116,15 @@ class Container:
                 "print(t)")
         return int(self.exec("python", "-c", code).strip()) / 1024
 
+    def processes(self) -> list[str]:
+        """Command lines of the container's processes (this probe excluded)."""
+        code = ("import os, pathlib; me = os.getpid()\n"
+                "for p in pathlib.Path('/proc').glob('[0-9]*'):\n"
+                "    if int(p.name) == me: continue\n"
+                "    try: print((p / 'cmdline').read_bytes().replace(b'\\0', b' ').decode().strip())\n"
+                "    except OSError: pass")
+        return [line for line in self.exec("python", "-c", code).splitlines() if line]
+
     def remove(self) -> None:
         wait = ["--time", "5"] if engine() == "podman" else []  # docker rm --force kills at once
         run_engine("rm", "--force", *wait, self.name, check=False, timeout=60)

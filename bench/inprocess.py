@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from predictors import load_predictor
-from predictors.scoring import CompiledScorer, compile_to, lleaves_available, object_path
+from predictors.scoring import CompiledScorer, SharedLibraryScorer, compile_to, compiled_path, lleaves_available
 
 from .payloads import Rows, encoded_matrix
 from .servers import MODELS, MODEL
@@ -40,10 +40,11 @@ def measure(rows: Rows, seconds: float = 0.5, sizes: tuple[int, ...] = (1, 32, 1
     compiled = None
     if lleaves_available():
         cache_dir = cache_dir or Path(tempfile.gettempdir()) / "insurance-bench-compiled"
-        obj = object_path(bundle / "model.txt", cache_dir)
+        obj = compiled_path(bundle / "model.txt", cache_dir)  # what the server runs: a .so where a linker exists
         if not obj.exists():
             compile_to(bundle / "model.txt", obj)
-        compiled = CompiledScorer(bundle / "model.txt", obj)
+        compiled = (SharedLibraryScorer(obj, booster.num_feature()) if obj.suffix == ".so"
+                    else CompiledScorer(bundle / "model.txt", obj))
     out = []
     for size in sizes:
         raw = rows.slice(0, size)

@@ -285,6 +285,11 @@ def library_path(model_file: str | Path, cache_dir: str | Path) -> Path:
     return Path(cache_dir) / f"{Path(model_file).stem}-{cache_key(model_file)}.so"
 
 
+def compiled_path(model_file: str | Path, cache_dir: str | Path) -> Path:
+    """The cache file a server looks for: the shared library where a linker exists, else the object."""
+    return (library_path if linker() is not None else object_path)(model_file, cache_dir)
+
+
 def expectations_path(library_file: str | Path) -> Path:
     return Path(library_file).with_suffix(".npz")
 

@@ -44,6 +44,22 @@ def install_early() -> None:
     _apply("lazy-pandas-codec", lazy_pandas.install)
 
 
+def _predictors_log() -> None:
+    import logging as _logging
+
+    class ToServerLog(_logging.Handler):
+        """Hands each record to MLServer's logger at emit time (its handlers may be set up later)."""
+
+        def emit(self, record: _logging.LogRecord) -> None:
+            _logging.getLogger("mlserver").handle(record)
+
+    own = _logging.getLogger("predictors")
+    if not any(type(h).__name__ == "ToServerLog" for h in own.handlers):
+        own.addHandler(ToServerLog())
+    own.setLevel(_logging.INFO)
+    own.propagate = False
+
+
 def install() -> None:
     global _installed
     from . import auth, edge, grpc_metrics, hardening, loading, ratelimit, versions
@@ -55,6 +71,9 @@ def install() -> None:
         limits = EdgeSettings()  # a malformed INSURANCE_* limit fails the start (closed), never drops the limit
         _installed = True
 
+    # predictors/ logs under "predictors.*", which MLServer's logging config leaves to Python's last-resort
+    # handler (warnings only): compiled trees in use, fallbacks, refused caches were not in the server log.
+    _apply("predictors-log", _predictors_log)
     # gRPC: mlserver.grpc.utils maps only 400/404/422/500 to status codes; 401/403/413 became UNKNOWN.
     _apply("grpc-status-codes", hardening._status_codes)
     # gRPC: malformed raw_input_contents made MLServer's request converter raise -> INTERNAL (now 400).

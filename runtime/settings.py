@@ -141,6 +141,8 @@ class RuntimeSettings(BaseSettings):
     #: Lead scoring: score with the trees compiled to machine code by lleaves (optional dependency,
     #: `pip install 'insurance-serving[compiled]'`) once they are compiled and verified equal to
     #: LightGBM's within 1e-9; LightGBM serves meanwhile, and for good if lleaves is missing or differs.
+    #: With a linker (binutils' ld) they load as a plain shared library (+6 MB); without, through llvmlite
+    #: (+~100 MB). Off here, on in the image (INSURANCE_COMPILED_TREES=true; docs/performance.md).
     compiled_trees: bool = False
     #: Where compiled trees are kept, keyed by model, compiler and CPU (never inside a bundle); default
     #: $XDG_CACHE_HOME/insurance-serving/compiled (~/.cache/...), or under /tmp ($TMPDIR) when that

@@ -7,11 +7,20 @@ MLServer's gRPC protos cannot share this test process with tritonclient's.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 from runtime.serve import MLSERVER, SERVER
+
+from .conftest import copy_repository, shipped_bundle, start_server, stop_server
 
 PRELUDE = """
 import sys
@@ -110,3 +119,40 @@ def test_other_commands_go_to_mlservers_cli():
 def test_start_without_a_folder_names_the_argument():
     result = subprocess.run([str(SERVER), "start"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "folder" in result.stderr
+
+
+# ---- a real server started by the entry point ------------------------------------------------
+
+def mapped(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.slow
+def test_lead_scoring_server_maps_no_pandas_sklearn_or_llvm(tmp_path):
+    """The shipped entry point serving `auto` with compiled trees (a fresh cache: compiled in the
+    background while LightGBM serves): the swap is in the server log, the answers stay LightGBM's
+    within 1e-9, and the process never maps pandas, scikit-learn, SciPy or LLVM."""
+    from predictors import examples, load_predictor
+
+    repo = copy_repository(tmp_path / "repo", ["auto"])
+    env = {"INSURANCE_COMPILED_TREES": "true", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    server = start_server(repo, tmp_path, ["/v2/models/auto/ready"], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while "scoring with compiled trees" not in server.log_text():
+            assert "compiled trees unavailable" not in server.log_text(), server.log_text()[-3000:]
+            assert time.monotonic() < deadline, server.log_text()[-3000:]
+            time.sleep(0.5)
+        request = examples.v2_request("auto")
+        answer = urllib.request.urlopen(urllib.request.Request(
+            f"{server.http}/v2/models/auto/infer", json.dumps(request).encode(), {"Content-Type": "application/json"}),
+            timeout=10)
+        scores = next(o["data"] for o in json.loads(answer.read())["outputs"] if o["name"] == "score")
+        raw = {i["name"]: i["data"] for i in request["inputs"]}
+        expected = load_predictor(shipped_bundle("auto")).predict(raw).outputs["score"]
+        assert np.max(np.abs(np.array(scores) - expected)) <= 1e-9
+        maps = mapped(server.process.pid)
+        for library in ("/pandas/", "/sklearn/", "/scipy/", "/llvmlite/", "/pyarrow/"):
+            assert library not in maps, f"{library} mapped by the serving process"
+    finally:
+        stop_server(server)

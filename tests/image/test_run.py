@@ -17,7 +17,7 @@ import tritonclient.http as httpclient
 
 from ..conftest import request_json, shipped_bundle
 from ..test_server import check_outputs, triton_inputs
-from .conftest import METRICS, http_get
+from .conftest import METRICS, http_get, run_engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -92,3 +92,19 @@ def test_one_bundle_mounted_read_only(images, container_factory, figures, tmp_pa
     rss = c.rss_mib()
     figures[f"{name}: cold start to ready (s)"] = f"{seconds:.1f}"
     figures[f"{name}: RSS serving (MiB)"] = f"{rss:.0f}"
+
+
+def test_server_modules_load_from_bytecode_built_into_the_image(images):
+    """Python cannot cache bytecode on the read-only root: everything `insurance-mlserver start`
+    imports must come compiled in the image (runtime/precompile.py), or every start compiles it."""
+    code = ("import os, sys\n"
+            "from runtime.main import import_server\n"
+            "import_server()\n"
+            "mods = [m for m in list(sys.modules.values()) if (getattr(m, '__file__', None) or '').endswith('.py')\n"
+            "        and '/site-packages/' in m.__file__]\n"
+            "missing = sorted(m.__name__ for m in mods if not os.path.exists(m.__cached__ or ''))\n"
+            "print(len(mods), ' '.join(missing))\n")
+    out = run_engine("run", "--rm", "--read-only", "--user", "1000", "--entrypoint", "python", images.plain,
+                     "-c", code).stdout.split(maxsplit=1)
+    assert int(out[0]) > 300, "the server's imports were not found: nothing to check"
+    assert out[1:] == [], f"imported without bytecode in the image: {out[1][:2000]}"

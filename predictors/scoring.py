@@ -83,6 +83,11 @@ def import_lightgbm() -> Any:
 _ABSENT = object()
 
 
+def booster_from_string(text: str) -> Any:
+    """A LightGBM booster from a text model (the one place predictors/ builds one from text)."""
+    return import_lightgbm().Booster(model_str=text)
+
+
 class BoosterScorer:
     """``booster.predict(x, num_threads=1)`` through LightGBM's C API."""
 

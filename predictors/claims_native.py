@@ -1,19 +1,16 @@
 """The claims pipeline served without scikit-learn, SciPy or pandas in the server process.
 
-The claims bundle holds a scikit-learn Pipeline (skops): ColumnTransformer[SimpleImputer with
-missing indicators, OneHotEncoder, one HashingVectorizer per text feature] -> binary
-HistGradientBoostingClassifier. Loading it imports scikit-learn, most of SciPy and pandas (~90 MB
-resident) for arithmetic that numpy and LightGBM do as well. So, like the compiled trees of
-predictors/scoring.py: a child interpreter (``python -m predictors.claims_native export BUNDLE_DIR
-CACHE_DIR``) loads the pipeline and writes what it computes into one JSON file in a cache folder
-outside the bundle, keyed by the model file's sha256 and scikit-learn's version: the fitted
-preprocessing (columns, fill values, indicators, categories, hashing parameters), the trees as a
-LightGBM text model (predictors/reasons.py ``hgb_to_lightgbm``) with the baseline, and probe rows
-with the pipeline's own probabilities for them. The server (``NativeClaims``) transforms a Batch
-with numpy (sklearn's murmurhash3_32 reimplemented here), scores the trees with LightGBM, and is used
-only once it reproduces the stored probabilities within 1e-9; otherwise the pipeline is loaded as
-before (load_native says why). The cache is as trusted as the compiled trees' cache: a file whose
-spec and expected outputs disagree is refused, not repaired.
+The claims bundle's skops Pipeline (ColumnTransformer[SimpleImputer with missing indicators,
+OneHotEncoder, a HashingVectorizer per text feature] -> binary HistGradientBoostingClassifier)
+imports those libraries for arithmetic that numpy and LightGBM do as well (docs/performance.md).
+Like the compiled trees of predictors/scoring.py, a child interpreter (``python -m
+predictors.claims_native export BUNDLE_DIR CACHE_DIR``) loads the pipeline and writes one JSON file
+into a cache folder outside the bundle, keyed by the model file's sha256 and scikit-learn's version:
+the fitted preprocessing, the trees as a LightGBM text model (reasons.hgb_to_lightgbm) with the
+baseline, and probe rows with the pipeline's probabilities for them. ``NativeClaims`` transforms a
+Batch with numpy (sklearn's murmurhash3_32 reimplemented) and scores the trees with LightGBM; it
+serves only once it reproduces the stored probabilities within 1e-9, else the pipeline serves
+(load_native says why). The cache is as trusted as the compiled trees' cache.
 """
 
 from __future__ import annotations

@@ -262,3 +262,9 @@ def test_a_pipeline_of_another_shape_is_named_in_the_refusal(pair):
     with pytest.raises(NativeUnavailable, match=r"steps \['ColumnTransformer', 'StandardScaler', "
                                                 r"'HistGradientBoostingClassifier'\]"):
         pipeline_spec(other, pipeline.features)
+
+
+def test_export_command_names_what_it_cannot_export(tmp_path, capsys):
+    assert claims_native.main(["export", str(shipped_bundle("auto")), str(tmp_path)]) == 1
+    assert "framework 'lightgbm'; the native path exports sklearn bundles" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -31,7 +31,23 @@ RESULTS = Path(__file__).resolve().parent / "results"
 INFER = f"/v2/models/{servers.MODEL}/infer"
 SIZES = (1000, 10000)
 MODES = ("http", "http+gzip", "grpc")
-TESTDATA = servers.ROOT / "tests" / "testdata"
+STEPS = ("inprocess", "scalar_rows", "grpc_interceptor", "big_requests", "single_row", "memory", "container", "profile")
+
+
+def _one_row(model: str) -> bytes:
+    """The shipped one-row example request of a model (predictors/examples), as JSON bytes."""
+    from predictors import examples
+
+    return json.dumps(examples.v2_request(model, rows=1)).encode()
+
+
+def _default_image() -> str:
+    """`make image`'s tag: insurance-serving:<the project's version>."""
+    import tomllib
+
+    version = tomllib.loads((servers.ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    return f"insurance-serving:{version}"
+
 
 
 class Bulk:
@@ -170,8 +186,7 @@ class Bulk:
             run = self.start_a(label, extra, models=(model,), env=env)
             try:
                 after_load = run.rss_mb()
-                body = json.dumps({k: v for k, v in json.loads((TESTDATA / f"{model}.json").read_text()).items()
-                                   if k != "parameters"}).encode()
+                body = _one_row(model)
                 conn = http.client.HTTPConnection("127.0.0.1", run.http_port, timeout=10)
                 for _ in range(1000):
                     conn.request("POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
@@ -190,6 +205,42 @@ class Bulk:
             finally:
                 run.stop()
         self.out["memory"] = out
+
+    def container(self) -> None:
+        """The memory step's figures inside the image (`make image`), as a KServe pod runs it: one
+        bundle mounted read-only at /mnt/models, read-only root, uid 1000; cold start is `run` to
+        ready. Skipped, saying why, where no engine answers or the image was not built."""
+        from . import container as ctr
+
+        image = self.args.image
+        if ctr.find_engine() is None or ctr.run_engine("image", "exists" if ctr.engine() == "podman" else "inspect",
+                                                        image, check=False).returncode != 0:
+            self.out["container"] = {"skipped": f"no container engine or no image {image} (`make image`)"}
+            log(f"  container: {self.out['container']['skipped']}")
+            return
+        out = {}
+        for model in ("auto", "claims"):
+            bundle = next((servers.MODELS / model).glob("*/manifest.json")).parent
+            c = ctr.start_container(image, models=bundle)
+            try:
+                ready = c.wait_ready([f"/v2/models/{model}/ready"], timeout=180)
+                after_load = c.rss_mib()
+                port = c.ports[ctr.HTTP]
+                body = _one_row(model)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                for _ in range(1000):
+                    conn.request("POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
+                    r = conn.getresponse()
+                    r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"{model} in the container: HTTP {r.status}")
+                conn.close()
+                out[model] = {"cold_start_s": round(ready, 2), "rss_after_load_mb": round(after_load, 1),
+                              "rss_after_1000_requests_mb": round(c.rss_mib(), 1)}
+                log(f"  {model} in {image}: {out[model]}")
+            finally:
+                c.remove()
+        self.out["container"] = {"image": image, "engine": ctr.engine(), **out}
 
     def inprocess(self) -> None:
         from .inprocess import measure
@@ -274,7 +325,7 @@ class Bulk:
             self.out["compile_seconds"] = round(time.monotonic() - t0, 2)
             log(f"compiled {servers.MODEL} with lleaves in {self.out['compile_seconds']} s")
         steps = self.args.steps
-        for step in ("inprocess", "scalar_rows", "grpc_interceptor", "big_requests", "single_row", "memory", "profile"):
+        for step in STEPS:
             if step in steps:
                 log(step)
                 getattr(self, step)()
@@ -321,6 +372,8 @@ def markdown(results: dict) -> str:
         lines += [f"| {case} | {rows:,} | {v:,.0f} |" for (case, rows), v in inproc.items()]
     for key, title in (("response_10000_rows", "A's 10,000-row answer: bytes and compression time"),
                        ("memory", "One vertical per server process (no pyarrow, as in the image)"),
+                       ("container", "One vertical in the image (one bundle mounted read-only, read-only root, "
+                                     "uid 1000; MiB of the container's processes)"),
                        ("single_row_http_c16_runs", "Single row, HTTP, c=16, req/s of each run (A and B in turn)"),
                        ("scalar_business", "predict() µs per call with the scalar (plain-Python) business "
                                            "formulas for <= 16 rows and without them"),
@@ -335,12 +388,13 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    steps = ("inprocess", "scalar_rows", "grpc_interceptor", "big_requests", "single_row", "memory", "profile")
+    steps = STEPS
     p = argparse.ArgumentParser(prog="python -m bench.bulk", description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=3.0, help="seconds per run")
     p.add_argument("--repeats", type=int, default=1, help="runs per point")
     p.add_argument("--steps", nargs="*", choices=steps, default=list(steps))
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--image", default=_default_image(), help="image of the container step (default: %(default)s)")
     args = p.parse_args(argv)
     if not load.wrk_available() or not load.h2load_available():
         print("error: wrk and h2load are needed (make bench-deps)", file=sys.stderr)

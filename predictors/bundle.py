@@ -112,13 +112,14 @@ def verify_files(folder: str | Path, manifest: dict[str, Any]) -> None:
 
 
 def load_model(folder: str | Path, manifest: dict[str, Any]) -> Any:
-    """Load the (already verified) model file: a lightgbm.Booster or a scikit-learn Pipeline."""
+    """Load the (already verified) model file: a LightGBM booster (predictors/lgbm.py, without the
+    lightgbm package) or a scikit-learn Pipeline."""
     path = Path(folder) / manifest["model_file"]
     try:
         if manifest["framework"] == "lightgbm":
-            from .scoring import import_lightgbm  # without its scikit-learn API: predictors/scoring.py
+            from .lgbm import load_booster
 
-            return import_lightgbm().Booster(model_str=path.read_text(encoding="utf-8"))
+            return load_booster(path.read_text(encoding="utf-8"))
         import skops.io
 
         return skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)

@@ -157,7 +157,7 @@ class NativeClaims:
     numpy preprocessing + the translated trees in LightGBM."""
 
     def __init__(self, doc: Mapping[str, Any], features: Sequence[Feature]):
-        from .scoring import booster_from_string
+        from .lgbm import load_booster
 
         spec = doc["spec"]
         by_name = {f.name: f for f in features}
@@ -201,7 +201,7 @@ class NativeClaims:
             raise NativeUnavailable(f"the cached spec leaves columns {np.flatnonzero(groups < 0).tolist()} unfilled")
         self.groups = groups
         self.baseline = float(doc["baseline"])
-        self.booster = booster_from_string(doc["trees"])
+        self.booster = load_booster(doc["trees"])
         if self.booster.num_feature() != self.width:
             raise NativeUnavailable(f"the cached trees read {self.booster.num_feature()} columns; the spec "
                                     f"writes {self.width}")

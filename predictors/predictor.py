@@ -20,8 +20,8 @@ from . import business
 from .bundle import load_model, read_manifest, verify_files
 from .cache import PredictionCache, request_key
 from .encoding import Batch, LeadEncoder, Normalizer, claims_frame
-from .scoring import BoosterScorer, CompiledScorer, compile_in_subprocess, default_cache_dir, lleaves_available, \
-    object_path, verified
+from .scoring import BoosterScorer, CompiledScorer, compile_in_subprocess, default_cache_dir, library_path, linker, \
+    lleaves_available, load_verified_library, object_path, verified
 
 logger = logging.getLogger("predictors.predictor")
 from .spec import CLAIMS_TRIAGE, LEAD_SCORING, Config, Feature, load_config
@@ -185,31 +185,46 @@ class LeadScoringPredictor(Predictor):
         """Score with the trees compiled by lleaves once they are compiled and verified (outputs equal
         to LightGBM's within 1e-9 on probe rows); LightGBM until then, and for good if lleaves is
         missing, fails or differs. A cached compilation loads at once; otherwise LLVM compiles in a
-        subprocess (in a background thread when `background`, so that serving starts on LightGBM)."""
+        subprocess (in a background thread when `background`, so that serving starts on LightGBM).
+        The compiled trees load as a shared library (ctypes); without a linker, through llvmlite."""
+        name = self.manifest["name"]
         if not lleaves_available():
-            logger.warning("%s: compiled trees requested but lleaves is not installed; using LightGBM",
-                           self.manifest["name"])
+            logger.warning("%s: compiled trees requested but lleaves is not installed; using LightGBM", name)
             return None
         if self.folder is None:
             raise ValueError("compiled trees need the bundle folder (load the predictor with load_predictor)")
         model_file = Path(self.folder) / self.manifest["model_file"]
-        obj = object_path(model_file, cache_dir or default_cache_dir())
+        cache = Path(cache_dir or default_cache_dir())
+        if linker() is not None:
+            target = library_path(model_file, cache)
+
+            def load() -> Any:
+                return load_verified_library(target, self.booster_scorer, self.model)
+        else:
+            logger.warning("%s: no linker (ld or cc) on PATH: compiled trees run in-process through llvmlite "
+                           "(MCJIT), which keeps LLVM resident in this process (tens of MB); install binutils to "
+                           "load them as a plain shared library", name)
+            target = object_path(model_file, cache)
+
+            def load() -> Any:
+                scorer = CompiledScorer(model_file, target)
+                if not verified(scorer, self.booster_scorer, self.model):
+                    raise ValueError(f"{target} differs from LightGBM on the probe rows")
+                return scorer
 
         def install() -> None:
             try:
-                if not obj.exists():
-                    compile_in_subprocess(model_file, obj)
-                scorer = CompiledScorer(model_file, obj)
-                if verified(scorer, self.booster_scorer, self.model):
-                    self.scorer = scorer
-                    logger.info("%s: scoring with compiled trees (%s)", self.manifest["name"], obj)
+                if not target.exists():
+                    compile_in_subprocess(model_file, target)
+                self.scorer = load()
+                logger.info("%s: scoring with compiled trees (%s)", name, target)
             except Exception as e:  # noqa: BLE001 (LightGBM keeps scoring)
-                logger.warning("%s: compiled trees unavailable (%s); using LightGBM", self.manifest["name"], e)
+                logger.warning("%s: compiled trees unavailable (%s); using LightGBM", name, e)
 
-        if obj.exists() or not background:
+        if target.exists() or not background:
             install()
             return None
-        thread = threading.Thread(target=install, name=f"compile-{self.manifest['name']}", daemon=True)
+        thread = threading.Thread(target=install, name=f"compile-{name}", daemon=True)
         thread.start()
         return thread
 

@@ -227,13 +227,13 @@ class Explainer:
 
     def _init_claims(self, pipeline: Any) -> None:
         from .encoding import claims_frame
-        from .scoring import booster_from_string
+        from .lgbm import load_booster
 
         try:
             preprocess, model = pipeline[:-1], pipeline[-1]
             column_transformer = preprocess[-1]
             self.groups = pipeline_groups(column_transformer, self.features)
-            self.booster = booster_from_string(hgb_to_lightgbm(model, len(self.groups)))
+            self.booster = load_booster(hgb_to_lightgbm(model, len(self.groups)))
             baseline = np.asarray(model._baseline_prediction, dtype=np.float64).ravel()
         except ReasonsUnavailable:
             raise

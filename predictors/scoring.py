@@ -1,26 +1,28 @@
 """Tree scoring for the LightGBM lead-scoring models: the booster's own numbers, less overhead.
 
-``BoosterScorer`` calls LightGBM's C API directly (the single-row fast path for one row,
-``LGBM_BoosterPredictForMat`` for a batch) instead of ``Booster.predict``, whose per-call Python
-work (argument checks, parameter strings, array conversions) costs more than scoring one row.
-Same library, same function, same numbers; if the C API is not usable it falls back to
-``Booster.predict``.
+``BoosterScorer`` scores through predictors/lgbm.py (LightGBM's C library without the ``lightgbm``
+package): LightGBM's single-row fast path for one row, ``LGBM_BoosterPredictForMat`` for a batch.
 
-``CompiledScorer`` runs the trees compiled to machine code by lleaves (optional dependency,
-``llvmlite<0.44``). It is compiled on the serving machine from the bundle's text model into a
-cache directory outside the bundle (never shipped: the object code is specific to this CPU and
-these library versions, which the cache key holds), and used only after its outputs matched
-LightGBM's within 1e-9 on probe rows built from the model's own split thresholds.
-``python -m predictors.scoring compile MODEL.txt OUT.o`` compiles one model (the runtime runs it in
-a subprocess so that serving is not slowed while LLVM works).
+Compiled trees (lleaves, optional: ``llvmlite<0.44``) are compiled on the serving machine in a
+subprocess (``python -m predictors.scoring compile MODEL.txt OUT.so``) into a cache folder outside
+the bundle, keyed by model, compiler versions and CPU. The child links lleaves' object file into a
+shared library and checks it against LightGBM on probe rows built from the model's own split
+thresholds, which it stores with LightGBM's outputs next to the library. ``SharedLibraryScorer``
+loads it with ctypes (no LLVM in the server), used only once it reproduces the stored outputs and
+this process's own LightGBM within 1e-9. Without a linker, ``CompiledScorer`` runs the object file
+in-process through llvmlite (MCJIT), which keeps LLVM resident in the server.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.metadata
+import importlib.util
 import logging
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,10 +37,6 @@ logger = logging.getLogger("predictors.scoring")
 #: Largest |compiled - LightGBM| accepted on the probe rows.
 TOLERANCE = 1e-9
 PROBE_ROWS = 2048
-
-_C_API_DTYPE_FLOAT64 = 1
-_C_API_PREDICT_NORMAL = 0
-
 
 def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
@@ -83,13 +81,8 @@ def import_lightgbm() -> Any:
 _ABSENT = object()
 
 
-def booster_from_string(text: str) -> Any:
-    """A LightGBM booster from a text model (the one place predictors/ builds one from text)."""
-    return import_lightgbm().Booster(model_str=text)
-
-
 class BoosterScorer:
-    """``booster.predict(x, num_threads=1)`` through LightGBM's C API."""
+    """``booster.predict(x, num_threads=1)``, with LightGBM's single-row fast path for one row."""
 
     name = "lightgbm"
 
@@ -97,55 +90,21 @@ class BoosterScorer:
         self.booster = booster
         self.num_feature = booster.num_feature()
         self._lock = threading.Lock()  # the single-row fast config holds buffers: one call at a time
-        self._fast = None
-        self._lib = None
-        try:
-            import_lightgbm()
-            from lightgbm.basic import _LIB, _safe_call
-
-            fast = ctypes.c_void_p()
-            _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-                booster._handle, ctypes.c_int(_C_API_PREDICT_NORMAL), ctypes.c_int(0), ctypes.c_int(-1),
-                ctypes.c_int(_C_API_DTYPE_FLOAT64), ctypes.c_int32(self.num_feature),
-                ctypes.c_char_p(b"num_threads=1"), ctypes.byref(fast)))
-            self._lib, self._check, self._fast = _LIB, _safe_call, fast
-            self._params = ctypes.c_char_p(b"num_threads=1")
-            self._out_len = ctypes.c_int64()
-            # the single-row call through our own prototype: raw addresses pass as plain ints
-            single = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64),
-                                      ctypes.c_void_p)
-            self._single = single(ctypes.cast(_LIB.LGBM_BoosterPredictForMatSingleRowFast, ctypes.c_void_p).value)
-            self._out_len_ref = ctypes.byref(self._out_len)
-        except Exception as e:  # noqa: BLE001 (any trouble: the plain Python API)
-            logger.warning("LightGBM C API fast path unavailable (%s); using Booster.predict", e)
-
-    def __del__(self):
-        if self._fast is not None and self._lib is not None:
+        self._single = None
+        if hasattr(booster, "single_row"):  # predictors.lgbm.Booster (not the lightgbm package's fallback)
             try:
-                self._lib.LGBM_FastConfigFree(self._fast)
-            except Exception:  # noqa: BLE001
-                pass
+                self._single = booster.single_row(num_threads=1)
+            except Exception as e:  # noqa: BLE001 (any trouble: the batch call for every size)
+                logger.warning("LightGBM single-row fast path unavailable (%s); using predict", e)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self._fast is None:
-            return np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
         x = _as_matrix(x)
-        n = x.shape[0]
-        out = np.empty(n, dtype=np.float64)
-        with self._lock:
-            if n == 1 and x.shape[1] == self.num_feature:
-                if self._single(self._fast, _address(x), self._out_len_ref, _address(out)) != 0:
-                    self._check(-1)  # raises LightGBMError with LightGBM's last error message
-            else:
-                out_ptr = out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
-                self._check(self._lib.LGBM_BoosterPredictForMat(
-                    self.booster._handle, x.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(_C_API_DTYPE_FLOAT64),
-                    ctypes.c_int32(n), ctypes.c_int32(x.shape[1]), ctypes.c_int(1),
-                    ctypes.c_int(_C_API_PREDICT_NORMAL), ctypes.c_int(0), ctypes.c_int(-1), self._params,
-                    self._out_len_ref, out_ptr))
-            if self._out_len.value != n:
-                raise RuntimeError(f"LightGBM returned {self._out_len.value} scores for {n} rows")
-        return out
+        if self._single is not None and x.shape == (1, self.num_feature):
+            out = np.empty(1, dtype=np.float64)
+            with self._lock:
+                self._single(_address(x), _address(out))
+            return out
+        return np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
 
 
 class CompiledScorer:
@@ -177,6 +136,32 @@ class CompiledScorer:
         n = x.shape[0]
         if n >= 2**31 - 1:
             raise ValueError("too many rows for one call")
+        out = np.empty(n, dtype=np.float64)
+        self._entry(_address(x), _address(out), 0, n)
+        return out
+
+
+class SharedLibraryScorer:
+    """The trees compiled by lleaves, linked into a shared library and called through ctypes: no
+    LLVM in this process."""
+
+    name = "lleaves"
+
+    def __init__(self, library_file: str | Path, num_feature: int):
+        self.path = Path(library_file)
+        self.num_feature = int(num_feature)
+        self._lib = ctypes.CDLL(str(self.path))
+        self._entry = self._lib.forest_root  # void forest_root(double *x, double *out, int32 start, int32 end)
+        self._entry.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32]
+        self._entry.restype = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = _as_matrix(x)
+        if x.ndim != 2 or x.shape[1] != self.num_feature:
+            raise ValueError(f"expected a matrix of shape (rows, {self.num_feature}), got shape {x.shape}")
+        n = x.shape[0]
+        if n >= 2**31 - 1:
+            raise ValueError(f"at most {2**31 - 2} rows per call, got {n}")
         out = np.empty(n, dtype=np.float64)
         self._entry(_address(x), _address(out), 0, n)
         return out
@@ -239,13 +224,69 @@ def verified(candidate, reference, booster) -> bool:
 
 # ---- compile cache -----------------------------------------------------------------------------
 
+class CacheRefused(RuntimeError):
+    """A cached compiled library failed its checks (the message says which): LightGBM keeps scoring."""
+
+
 def lleaves_available() -> bool:
+    """Whether lleaves and llvmlite are installed (found, not imported: importing llvmlite costs MBs)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("lleaves", "llvmlite"))
+
+
+def linker() -> list[str] | None:
+    """The command that links lleaves' object file into a shared library: ``ld`` (binutils), else
+    ``cc``; None when neither is on PATH."""
+    ld = shutil.which("ld")
+    if ld:
+        return [ld, "-shared"]
+    cc = shutil.which("cc")
+    return [cc, "-shared"] if cc else None
+
+
+def cpu_identity() -> str:
+    """This CPU as the compiled code depends on it: /proc/cpuinfo's model and feature flags of the
+    first processor, else the machine type."""
+    keys = ("vendor_id", "cpu family", "model", "model name", "flags", "CPU implementer", "CPU architecture",
+            "CPU variant", "CPU part", "Features")
     try:
-        import lleaves  # noqa: F401
-        import llvmlite  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        first = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split("\n\n", 1)[0]
+    except OSError:
+        first = ""
+    fields = {}
+    for line in first.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in keys:
+            fields[key.strip()] = value.strip()
+    return ";".join(f"{k}={fields[k]}" for k in keys if k in fields) or platform.machine()
+
+
+def cache_key(model_file: str | Path) -> str:
+    """sha256 of the model text, lleaves' and llvmlite's versions and this CPU: the compiled code is
+    valid only for those (computed without importing the compiler)."""
+    h = hashlib.sha256(Path(model_file).read_bytes())
+    for dist in ("lleaves", "llvmlite"):
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            version = "?"
+        h.update(f";{dist}={version}".encode())
+    h.update(f";cpu={cpu_identity()}".encode())
+    return h.hexdigest()[:24]
+
+
+def object_path(model_file: str | Path, cache_dir: str | Path) -> Path:
+    """Cache file of a model's compiled trees as an object file (run in-process by llvmlite)."""
+    return Path(cache_dir) / f"{Path(model_file).stem}-{cache_key(model_file)}.o"
+
+
+def library_path(model_file: str | Path, cache_dir: str | Path) -> Path:
+    """Cache file of a model's compiled trees as a shared library; its probe rows and LightGBM's
+    outputs on them sit next to it (:func:`expectations_path`)."""
+    return Path(cache_dir) / f"{Path(model_file).stem}-{cache_key(model_file)}.so"
+
+
+def expectations_path(library_file: str | Path) -> Path:
+    return Path(library_file).with_suffix(".npz")
 
 
 def default_cache_dir() -> Path:
@@ -264,47 +305,99 @@ def default_cache_dir() -> Path:
     return Path(tempfile.gettempdir()) / "insurance-serving" / "compiled"
 
 
-def object_path(model_file: str | Path, cache_dir: str | Path) -> Path:
-    """Cache file of a model's compiled trees: keyed by the model text, the compiler's versions and
-    this CPU, since the object code is valid only for those."""
-    import lleaves
-    import llvmlite
-    import llvmlite.binding as llvm
-
-    h = hashlib.sha256(Path(model_file).read_bytes())
-    h.update(f"lleaves={getattr(lleaves, '__version__', '?')};llvmlite={llvmlite.__version__};".encode())
-    h.update(f"cpu={llvm.get_host_cpu_name()};{llvm.get_host_cpu_features().flatten()}".encode())
-    return Path(cache_dir) / f"{Path(model_file).stem}-{h.hexdigest()[:24]}.o"
-
-
-def compile_to(model_file: str | Path, object_file: str | Path) -> Path:
-    """Compile a model into object_file atomically (a concurrent reader never sees half a file)."""
-    import lleaves
-
-    object_file = Path(object_file)
-    object_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=object_file.name + ".", suffix=".tmp", dir=object_file.parent)
+def _temporary(final: Path) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=final.name + ".", suffix=".tmp", dir=final.parent)
     os.close(fd)
-    os.unlink(tmp)  # lleaves writes the cache only to a path that does not exist
+    return tmp
+
+
+def compile_to(model_file: str | Path, out_file: str | Path) -> Path:
+    """Compile a model with lleaves into out_file atomically (a concurrent reader never sees half a
+    file): an object file (``.o``), or a shared library (``.so``: linked, checked against LightGBM
+    on the probe rows, which are saved with LightGBM's outputs next to it)."""
+    import lleaves
+
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    obj = _temporary(out_file)
+    os.unlink(obj)  # lleaves writes the cache only to a path that does not exist
+    tmp_so = tmp_npz = None
     try:
-        lleaves.Model(model_file=str(model_file)).compile(cache=tmp)
-        os.replace(tmp, object_file)
+        lleaves.Model(model_file=str(model_file)).compile(cache=obj)
+        if out_file.suffix != ".so":
+            os.replace(obj, out_file)
+            return out_file
+        command = linker()
+        if command is None:
+            raise RuntimeError("no linker: neither ld nor cc is on PATH")
+        tmp_so = _temporary(out_file)
+        link = subprocess.run([*command, "-o", tmp_so, obj, "-l:libm.so.6"], capture_output=True, text=True)
+        if link.returncode != 0:  # no libm to name: exp() then resolves in the process that loads it
+            link = subprocess.run([*command, "-o", tmp_so, obj], capture_output=True, text=True)
+        if link.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {link.stderr.strip()}")
+        from .lgbm import load_booster
+
+        booster = load_booster(Path(model_file).read_text(encoding="utf-8"))
+        x = probe_matrix(booster)
+        expected = np.asarray(booster.predict(x, num_threads=1), dtype=np.float64)
+        diff = max_difference(SharedLibraryScorer(tmp_so, booster.num_feature()), BoosterScorer(booster), x)
+        if not diff <= TOLERANCE:
+            raise RuntimeError(f"the compiled library differs from LightGBM by {diff:.3g} on the probe rows "
+                               f"(at most {TOLERANCE} allowed)")
+        tmp_npz = _temporary(out_file)
+        with open(tmp_npz, "wb") as fh:
+            np.savez(fh, x=x, expected=expected)
+        os.replace(tmp_npz, expectations_path(out_file))  # first the expectations, then the library
+        os.replace(tmp_so, out_file)
+        return out_file
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return object_file
+        for tmp in (obj, tmp_so, tmp_npz):
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
 
 
-def compile_in_subprocess(model_file: str | Path, object_file: str | Path, timeout: float = 600.0) -> None:
+def load_verified_library(library_file: str | Path, reference: BoosterScorer, booster: Any) -> SharedLibraryScorer:
+    """A cached compiled library, once it reproduces the LightGBM outputs stored next to it and this
+    process's own LightGBM scores on this model's probe rows, within TOLERANCE; CacheRefused otherwise."""
+    library_file = Path(library_file)
+    stored = expectations_path(library_file)
+    try:
+        with np.load(stored, allow_pickle=False) as npz:
+            x, expected = npz["x"], npz["expected"]
+    except (OSError, KeyError, ValueError) as e:
+        raise CacheRefused(f"{stored}: cannot read the stored probe rows and LightGBM outputs: {e}") from e
+    if x.shape != (PROBE_ROWS, reference.num_feature) or expected.shape != (PROBE_ROWS,):
+        raise CacheRefused(f"{stored}: probe rows of shape {x.shape} and outputs {expected.shape}; expected "
+                           f"({PROBE_ROWS}, {reference.num_feature}) and ({PROBE_ROWS},)")
+    if not np.array_equal(x, probe_matrix(booster), equal_nan=True):
+        raise CacheRefused(f"{stored}: the stored probe rows are not this model's")
+    try:
+        scorer = SharedLibraryScorer(library_file, reference.num_feature)
+        stored_diff = float(np.max(np.abs(scorer(x) - expected)))
+        own_diff = max_difference(scorer, reference, x)
+    except Exception as e:  # noqa: BLE001
+        raise CacheRefused(f"{library_file}: cannot score the probe rows: {e}") from e
+    if not (stored_diff <= TOLERANCE and own_diff <= TOLERANCE):
+        raise CacheRefused(f"{library_file}: differs by {stored_diff:.3g} from the stored LightGBM outputs and by "
+                           f"{own_diff:.3g} from this process's LightGBM (at most {TOLERANCE} allowed)")
+    return scorer
+
+
+def compile_in_subprocess(model_file: str | Path, out_file: str | Path, timeout: float = 600.0) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "predictors.scoring", "compile", str(model_file), str(object_file)],
-                   check=True, timeout=timeout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        subprocess.run([sys.executable, "-m", "predictors.scoring", "compile", str(model_file), str(out_file)],
+                       check=True, timeout=timeout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except subprocess.CalledProcessError as e:
+        tail = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()[-1:]
+        raise RuntimeError(f"compiling {model_file} failed (exit {e.returncode}): {' '.join(tail)}") from e
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3 or args[0] != "compile":
-        print("usage: python -m predictors.scoring compile MODEL.txt OUT.o", file=sys.stderr)
+        print("usage: python -m predictors.scoring compile MODEL.txt OUT.so|OUT.o", file=sys.stderr)
         return 2
     compile_to(args[1], args[2])
     return 0

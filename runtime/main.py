@@ -16,7 +16,8 @@ import sys
 from typing import Sequence
 
 
-def start(folder: str) -> None:
+def import_server():
+    """Install the early seams, then import what `start` runs (also runtime/precompile.py's list)."""
     from . import patches
 
     patches.install_early()  # before the first `import mlserver`
@@ -24,6 +25,14 @@ def start(folder: str) -> None:
     from mlserver.logging import configure_logger
     from mlserver.server import MLServer
     from mlserver.utils import install_uvloop_event_loop
+
+    from . import model  # noqa: F401  (the runtime MLServer loads for every bundle)
+
+    return configure_logger, install_uvloop_event_loop, MLServer
+
+
+def start(folder: str) -> None:
+    configure_logger, install_uvloop_event_loop, MLServer = import_server()
 
     configure_logger()
     install_uvloop_event_loop()

@@ -302,16 +302,14 @@ def read_native(path: Path, manifest: Mapping[str, Any], features: Sequence[Feat
 
 
 def export_in_subprocess(folder: str | Path, cache_dir: str | Path, timeout: float = 600.0) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    from .scoring import run_child
+
     try:
-        subprocess.run([sys.executable, "-m", "predictors.claims_native", "export", str(folder), str(cache_dir)],
-                       check=True, timeout=timeout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       text=True)
-    except subprocess.CalledProcessError as e:
-        last = (e.stderr or "").strip().splitlines()[-1:] or ["no message"]
-        raise NativeUnavailable(f"the export child exited with {e.returncode}: {last[0]}") from e
+        run_child("predictors.claims_native", ["export", folder, cache_dir], f"exporting {folder}", timeout)
+    except RuntimeError as e:
+        raise NativeUnavailable(str(e)) from e
     except subprocess.TimeoutExpired as e:
-        raise NativeUnavailable(f"the export child did not finish within {timeout:g} s") from e
+        raise NativeUnavailable(f"exporting {folder} did not finish within {timeout:g} s") from e
 
 
 def load_native(folder: str | Path, manifest: Mapping[str, Any], features: Sequence[Feature],

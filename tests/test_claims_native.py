@@ -234,7 +234,7 @@ def test_failed_export_falls_back_to_the_pipeline_with_the_childs_reason(tmp_pat
     blocker.write_text("a file where the cache folder should be")
     with caplog.at_level(logging.WARNING, logger="predictors.claims_native"):
         p = load_predictor(shipped_bundle("claims"), config, cache_dir=blocker)
-    assert p.native is None and "the export child exited with 1" in caplog.text
+    assert p.native is None and "failed (exit 1): FileExistsError" in caplog.text
     assert type(p.model).__module__.startswith("sklearn.")
 
 

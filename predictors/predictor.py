@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import business
-from .bundle import open_bundle
+from .bundle import load_model, read_manifest, verify_files
 from .cache import PredictionCache, request_key
 from .encoding import Batch, LeadEncoder, Normalizer, claims_frame
 from .scoring import BoosterScorer, CompiledScorer, compile_in_subprocess, default_cache_dir, library_path, linker, \
@@ -230,16 +230,39 @@ class LeadScoringPredictor(Predictor):
 
 
 class ClaimsTriagePredictor(Predictor):
+    """Claims triage. Scores with the native pipeline (predictors/claims_native.py: no scikit-learn in
+    this process) when given one, else with the scikit-learn pipeline; ``model`` (the pipeline) is
+    loaded from the bundle on first use when it was not given."""
+
     task = CLAIMS_TRIAGE
 
-    def __init__(self, manifest, model, config, threshold: float | None = None):
+    def __init__(self, manifest, model, config, threshold: float | None = None, native: Any = None):
+        self._model_lock = threading.Lock()
         super().__init__(manifest, model, config)
+        self.native = native
         self.rules = dict(self.vertical.triage)
         if threshold is not None:
             self.rules["approve_threshold"] = float(threshold)
         self.anomaly = business.AnomalyScorer(manifest["reference"], self.features)
 
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    if self.folder is None:
+                        raise ValueError("the claims pipeline was not loaded and the bundle folder is unknown "
+                                         "(load the predictor with load_predictor)")
+                    self._model = load_model(self.folder, self.manifest)
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        self._model = value
+
     def scores(self, batch: Batch) -> np.ndarray:
+        if self.native is not None:
+            return self.native.predict_proba(batch)
         return np.asarray(self.model.predict_proba(claims_frame(batch, self.features))[:, 1], dtype=np.float64)
 
     def predict_batch(self, batch: Batch, now: datetime | None = None) -> dict[str, Any]:
@@ -256,9 +279,22 @@ class ClaimsTriagePredictor(Predictor):
 PREDICTORS = {LEAD_SCORING: LeadScoringPredictor, CLAIMS_TRIAGE: ClaimsTriagePredictor}
 
 
-def load_predictor(folder: str | Path, config: Config | None = None, threshold: float | None = None) -> Predictor:
-    """Open a bundle (verifying its hashes) and build the predictor for its task."""
-    manifest, model = open_bundle(folder)
-    predictor = PREDICTORS[manifest["task"]](manifest, model, config or load_config(), threshold=threshold)
+def load_predictor(folder: str | Path, config: Config | None = None, threshold: float | None = None,
+                   native: bool = True, cache_dir: str | Path | None = None) -> Predictor:
+    """Open a bundle (verifying its hashes) and build the predictor for its task. A claims bundle is
+    served by its native pipeline when `native` and it can be exported and verified (cached in
+    `cache_dir`, default predictors.scoring.default_cache_dir()); its skops file is then not loaded."""
+    manifest = read_manifest(folder)
+    verify_files(folder, manifest)
+    cls = PREDICTORS[manifest["task"]]
+    if cls is ClaimsTriagePredictor and manifest["framework"] == "sklearn":
+        from .claims_native import load_native
+
+        found = load_native(folder, manifest, features_from_spec(manifest["feature_spec"]), cache_dir) \
+            if native else None
+        model = None if found is not None else load_model(folder, manifest)
+        predictor: Predictor = cls(manifest, model, config or load_config(), threshold=threshold, native=found)
+    else:
+        predictor = cls(manifest, load_model(folder, manifest), config or load_config(), threshold=threshold)
     predictor.folder = Path(folder)
     return predictor

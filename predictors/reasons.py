@@ -9,6 +9,8 @@ request. They say how much each value moved this model's score from its average;
 causes (docs/reasons.md).
 
 * Lead scoring (LightGBM): the booster's own ``pred_contrib``.
+* Claims served natively (predictors/claims_native.py): its numpy transform and the trees it
+  translated, so reasons need no scikit-learn either.
 * Claims (scikit-learn HistGradientBoosting behind a ColumnTransformer): the fitted trees
   (``_predictors`` nodes: thresholds, missing direction, training counts, values) are written
   as a LightGBM text model and explained by the same ``pred_contrib``: the same exact Tree SHAP
@@ -207,10 +209,21 @@ class Explainer:
             self.groups = column_groups(predictor.encoder.columns, self.features)
             self.baseline = 0.0
             self._matrix = predictor.encoder.encode
+        elif getattr(predictor, "native", None) is not None:
+            self._init_native(predictor.native)
         else:
             self._init_claims(predictor.model)
         self.onehot = np.zeros((len(self.groups), len(self.features)))
         self.onehot[np.arange(len(self.groups)), self.groups] = 1.0
+
+    def _init_native(self, native: Any) -> None:
+        """Claims served natively (predictors/claims_native.py): its transform and its translated trees,
+        verified against the pipeline when it was installed; no scikit-learn."""
+        self.groups = native.groups
+        self.booster = native.booster
+        self.baseline = native.baseline
+        self._matrix = native.transform
+        self._raw_score = native.raw_score
 
     def _init_claims(self, pipeline: Any) -> None:
         from .encoding import claims_frame

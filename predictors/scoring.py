@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -389,14 +389,20 @@ def load_verified_library(library_file: str | Path, reference: BoosterScorer, bo
     return scorer
 
 
-def compile_in_subprocess(model_file: str | Path, out_file: str | Path, timeout: float = 600.0) -> None:
+def run_child(module: str, args: Sequence[Any], what: str, timeout: float = 600.0) -> None:
+    """``python -m module args`` in a child interpreter (one OpenMP thread): the work that imports
+    what serving should not hold. RuntimeError with the child's last stderr line when it fails."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
-        subprocess.run([sys.executable, "-m", "predictors.scoring", "compile", str(model_file), str(out_file)],
+        subprocess.run([sys.executable, "-m", module, *map(str, args)],
                        check=True, timeout=timeout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except subprocess.CalledProcessError as e:
         tail = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()[-1:]
-        raise RuntimeError(f"compiling {model_file} failed (exit {e.returncode}): {' '.join(tail)}") from e
+        raise RuntimeError(f"{what} failed (exit {e.returncode}): {' '.join(tail)}") from e
+
+
+def compile_in_subprocess(model_file: str | Path, out_file: str | Path, timeout: float = 600.0) -> None:
+    run_child("predictors.scoring", ["compile", model_file, out_file], f"compiling {model_file}", timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -171,11 +171,12 @@ def test_a_model_without_reasons_still_serves_and_says_why(explained, caplog):
         def __getitem__(self, item):
             return [object()] if isinstance(item, slice) else object()
 
-    model, p.model = p.model, Foreign()
+    model, native = p.model, p.native
+    p.model, p.native = Foreign(), None  # the pipeline path (the native one was translated at export)
     try:
         reasons = Reasons(p, ReasonsOptions())
     finally:
-        p.model = model
+        p.model, p.native = model, native
     assert reasons.explainer is None and "no reasons" in caplog.text
     assert reasons.requested(None, ["score"]) is None  # requests without reasons are unaffected
     with pytest.raises(InputError, match="this model cannot compute reasons: cannot read the claims pipeline"):

@@ -79,7 +79,9 @@ class InsuranceModel(MLModel):
             if keys is not None:
                 verify_bundle(folder, keys)
             self.predictor = load_predictor(folder, load_config(self.options.config_path),
-                                            threshold=self.options.decision_threshold)
+                                            threshold=self.options.decision_threshold,
+                                            native=self.options.native_claims,
+                                            cache_dir=self.options.compiled_trees_cache)
             if self.options.compiled_trees and hasattr(self.predictor, "use_compiled_trees"):
                 self.predictor.use_compiled_trees(self.options.compiled_trees_cache)  # docs/performance.md
             if self.options.prediction_cache_ttl > 0:

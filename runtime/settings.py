@@ -144,9 +144,15 @@ class RuntimeSettings(BaseSettings):
     #: With a linker (binutils' ld) they load as a plain shared library (+6 MB); without, through llvmlite
     #: (+~100 MB). Off here, on in the image (INSURANCE_COMPILED_TREES=true; docs/performance.md).
     compiled_trees: bool = False
-    #: Where compiled trees are kept, keyed by model, compiler and CPU (never inside a bundle); default
-    #: $XDG_CACHE_HOME/insurance-serving/compiled (~/.cache/...), or under /tmp ($TMPDIR) when that
-    #: cannot be written (a read-only container). Compiling takes ~3-10 s per model once.
+    #: Claims triage: score with the skops pipeline translated to numpy and LightGBM trees by a child
+    #: process (predictors/claims_native.py), used only once equal to the pipeline within 1e-9 on probe
+    #: rows: no scikit-learn, SciPy or pandas in the server (~250 -> ~110 MB). false, or any failure
+    #: (logged): the pipeline itself, in the server process.
+    native_claims: bool = True
+    #: Where compiled trees and the claims translation are kept, keyed by model, library versions and
+    #: CPU (never inside a bundle); default $XDG_CACHE_HOME/insurance-serving/compiled (~/.cache/...), or
+    #: under /tmp ($TMPDIR) when that cannot be written (a read-only container). Compiling takes ~3-10 s
+    #: per model once, the claims translation ~2 s.
     compiled_trees_cache: Optional[Path] = None
     #: Prediction cache: seconds the outputs of a request are reused for an identical request; 0 (the
     #: default) turns the cache off.

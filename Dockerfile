@@ -43,12 +43,14 @@ COPY lifecycle/ lifecycle/
 COPY observability/ observability/
 # The project itself with its `db` extra (SQLAlchemy + psycopg) for the retrain CronJob and its
 # `compiled` extra (lleaves, llvmlite) for compiled trees (INSURANCE_COMPILED_TREES below).
-# pip's bytecode of every package goes; what the server imports is compiled again (runtime/precompile.py):
-# the read-only root keeps Python from caching it, and compiling it at each start took 1 s of a cold start.
+# pip's bytecode of every package goes; what the server and its children (compiled trees, the claims
+# translation; exercised on the shipped bundles) import is compiled again (runtime/precompile.py): the
+# read-only root keeps Python from caching it, and compiling it at each start took 1 s of a cold start.
 # hadolint ignore=DL3013
-RUN pip install -c constraints.txt '.[db,compiled]' \
+RUN --mount=type=bind,source=models,target=/tmp/models-src \
+    pip install -c constraints.txt '.[db,compiled]' \
  && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} + \
- && python -P -m runtime.precompile
+ && python -P -m runtime.precompile /tmp/models-src
 
 # ---- runtime: slim, non-root, MLServer as the entrypoint ------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

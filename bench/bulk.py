@@ -173,17 +173,15 @@ class Bulk:
     def memory(self) -> None:
         """One vertical per server, as a KServe pod serves it: cold start (process start to ready)
         and resident memory after load and after 1,000 requests; modules a lead-scoring pod should
-        not map. In the process here; the container image's figures come from the cluster checks."""
-        variants = [("auto", {}, "A auto"), ("claims", {}, "A claims"),
-                    ("auto", {}, "A auto MALLOC_ARENA_MAX=2")]
+        not map. In the process here; in the image: the container step."""
+        variants = [("auto", {}, "A auto"), ("claims", {}, "A claims")]
         if self.lleaves:
             variants.append(("auto", {"compiled_trees": True, "compiled_trees_cache": str(self.compiled_cache)},
                              "A+lleaves auto"))
         image_like = servers.without_pyarrow(self.workdir)  # the image has no pyarrow (pip install .)
         out = {}
         for model, extra, label in variants:
-            env = {**image_like, **({"MALLOC_ARENA_MAX": "2"} if "MALLOC_ARENA_MAX" in label else {})}
-            run = self.start_a(label, extra, models=(model,), env=env)
+            run = self.start_a(label, extra, models=(model,), env=image_like)
             try:
                 after_load = run.rss_mb()
                 body = _one_row(model)

@@ -94,17 +94,25 @@ def test_one_bundle_mounted_read_only(images, container_factory, figures, tmp_pa
     figures[f"{name}: RSS serving (MiB)"] = f"{rss:.0f}"
 
 
-def test_server_modules_load_from_bytecode_built_into_the_image(images):
+def test_server_and_child_modules_load_from_bytecode_built_into_the_image(images, tmp_path):
     """Python cannot cache bytecode on the read-only root: everything `insurance-mlserver start`
-    imports must come compiled in the image (runtime/precompile.py), or every start compiles it."""
-    code = ("import os, sys\n"
+    imports, and what its children import (compiled trees, the claims translation: done here in
+    one process on the shipped bundles), must come compiled in the image (runtime/precompile.py)."""
+    repo = tmp_path / "repo"
+    for name in ("auto", "claims"):
+        shutil.copytree(shipped_bundle(name), repo / name / shipped_bundle(name).name)
+    code = ("import os, sys, pathlib\n"
             "from runtime.main import import_server\n"
+            "from runtime.precompile import exercise_children\n"
             "import_server()\n"
+            "done = exercise_children(pathlib.Path('/mnt/models'))\n"
             "mods = [m for m in list(sys.modules.values()) if (getattr(m, '__file__', None) or '').endswith('.py')\n"
             "        and '/site-packages/' in m.__file__]\n"
             "missing = sorted(m.__name__ for m in mods if not os.path.exists(m.__cached__ or ''))\n"
-            "print(len(mods), ' '.join(missing))\n")
-    out = run_engine("run", "--rm", "--read-only", "--user", "1000", "--entrypoint", "python", images.plain,
-                     "-c", code).stdout.split(maxsplit=1)
-    assert int(out[0]) > 300, "the server's imports were not found: nothing to check"
-    assert out[1:] == [], f"imported without bytecode in the image: {out[1][:2000]}"
+            "print(','.join(done), len(mods), ' '.join(missing))\n")
+    out = run_engine("run", "--rm", "--read-only", "--tmpfs", "/tmp:rw,size=256m,mode=1777", "--user", "1000",
+                     "--volume", f"{repo}:/mnt/models:ro", "--entrypoint", "python", images.plain, "-c", code,
+                     timeout=300).stdout.split(maxsplit=2)
+    assert out[0] == "lightgbm,sklearn", out
+    assert int(out[1]) > 1000, "the server's and children's imports were not found: nothing to check"
+    assert out[2:] == [], f"imported without bytecode in the image: {out[2][:2000]}"

@@ -137,13 +137,15 @@ _VARY = ("vary", "Accept-Encoding")
 
 
 def json_response(model: Any, request_id: str | None, n: int, outputs: Mapping[str, Any], names: Sequence[str],
-                  extra: Mapping[str, str], request_headers: Mapping[str, str], gzip_level: int
-                  ) -> tuple[bytes, list]:
+                  extra: Mapping[str, str], request_headers: Mapping[str, str], gzip_level: int,
+                  as_gzip_middleware: int | None = None) -> tuple[bytes, list]:
     """The V2 JSON answer MLServer writes for these outputs (same bytes), and its extra headers.
     float64 outputs go to orjson as arrays (same text as their float lists, no per-value Python).
     Bodies of GZIP_MINIMUM_SIZE bytes and more get `Vary: Accept-Encoding` as MLServer's GZip
     middleware adds it, and, when the client accepts gzip and `gzip_level` > 0, are compressed here
-    at that level (the middleware passes an encoded body through; with 0 it compresses at 9)."""
+    at that level (the middleware passes an encoded body through; with 0 it compresses at 9).
+    `as_gzip_middleware` (the middleware's level) when this answer bypasses that middleware: what it
+    would do is done here, `Vary` on every body of that size, level 0 meaning the middleware's."""
     types = model.output_types
     answer = {"model_name": model.name, "model_version": model.version, "id": request_id, "parameters": {},
               "outputs": [{"name": o, "shape": [n], "datatype": types[o], "data": _serializable(outputs[o])}
@@ -152,7 +154,15 @@ def json_response(model: Any, request_id: str | None, n: int, outputs: Mapping[s
         del answer["model_version"]
     body = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
     headers = list(extra.items())
-    if len(body) >= GZIP_MINIMUM_SIZE and gzip_level > 0 and "gzip" in request_headers.get("accept-encoding", ""):
+    if len(body) < GZIP_MINIMUM_SIZE:
+        return body, headers
+    accepted = "gzip" in request_headers.get("accept-encoding", "")
+    if as_gzip_middleware is not None:
+        headers.append(_VARY)
+        if accepted:
+            body = gzip.compress(body, compresslevel=gzip_level or as_gzip_middleware, mtime=0)
+            headers.append(("content-encoding", "gzip"))
+    elif gzip_level > 0 and accepted:
         body = gzip.compress(body, compresslevel=gzip_level, mtime=0)
         headers += [_VARY, ("content-encoding", "gzip")]
     return body, headers

@@ -139,9 +139,11 @@ def _patch_protocol(cls: Any) -> None:
     def __init__(self, config, *args, **kwargs):
         init(self, config, *args, **kwargs)
         app = getattr(config, "_insurance_edge_app", None)
-        if app is None or app.app is not config.loaded_app:
+        if app is None or getattr(config, "_insurance_edge_source", None) is not config.loaded_app:
+            config._insurance_edge_source = config.loaded_app
             app = config._insurance_edge_app = BodyLimit(config.loaded_app, _settings.max_request_bytes)
             _run_app_hooks(config.loaded_app)
+            _wrap_app(app)
         self.app = app
 
     def connection_made(self, transport):
@@ -358,6 +360,35 @@ def _run_app_hooks(app: Any) -> None:
             hook(app)
         except Exception as e:
             logger.warning("edge: %s not installed (%s: %s)", getattr(hook, "__name__", hook), type(e).__name__, e)
+
+
+_app_wrappers: list = []
+
+
+def wrap_app(wrapper: Any) -> None:
+    """Put `wrapper(fastapi_app)` in place of MLServer's REST app: inside the edge and uvicorn's
+    wrappers, in front of the app's own middleware."""
+    _app_wrappers.append(wrapper)
+
+
+def _wrap_app(edge: Any) -> None:
+    from fastapi import FastAPI
+
+    parent = edge
+    for _ in range(8):
+        child = getattr(parent, "app", None)
+        if isinstance(child, FastAPI):
+            for wrapper in _app_wrappers:
+                try:
+                    child = wrapper(child)
+                except Exception as e:
+                    logger.warning("edge: %s not installed (%s: %s)", getattr(wrapper, "__name__", wrapper),
+                                   type(e).__name__, e)
+            parent.app = child
+            return
+        if child is None:
+            return
+        parent = child
 
 
 _settings = EdgeSettings.model_construct()  # the defaults until install() has read the environment

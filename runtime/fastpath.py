@@ -10,7 +10,9 @@ error inside it hands that request to MLServer's path (``ml_fast_path_fallbacks_
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import time
 from typing import Any, Optional
 
 import orjson
@@ -191,7 +193,7 @@ class RestInfer(BaseRoute):
         self.path = VERSIONED if versioned else UNVERSIONED
 
     def matches(self, scope: dict) -> tuple[Match, dict]:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("insurance_declined"):
             path = scope["path"]
             root = scope.get("root_path", "")
             if root and path.startswith(root):
@@ -205,26 +207,31 @@ class RestInfer(BaseRoute):
         raise NoMatchFound(name, params)
 
     async def handle(self, scope: dict, receive: Any, send: Any) -> None:
+        await self.answer(scope, receive, send, self._mlserver, None)
+
+    async def answer(self, scope: dict, receive: Any, send: Any, delegate: Any, gzip_middleware: Optional[int]
+                     ) -> None:
+        """Answer the request, or hand it to `delegate` (MLServer's way) untouched or replayed."""
         state = _Progress()
         try:
-            return await self._handle(scope, receive, send, state)
+            return await self._handle(scope, receive, send, state, delegate, gzip_middleware)
         except ConnectionAbortedError:  # the client left: nobody to answer
             return
         except Exception as e:  # a fault of this path: MLServer's answers instead (never a 500 of ours)
             if state.answering or state.delegated:
                 raise
             fell_back(e, self.data_plane, *scope["insurance_target"])
-            return await self._mlserver(scope, replay(state.body, receive) if state.body is not None else receive,
-                                        send)
+            return await delegate(scope, replay(state.body, receive) if state.body is not None else receive, send)
 
-    async def _handle(self, scope: dict, receive: Any, send: Any, state: "_Progress") -> None:
+    async def _handle(self, scope: dict, receive: Any, send: Any, state: "_Progress", delegate: Any,
+                      gzip_middleware: Optional[int]) -> None:
         name, version = scope["insurance_target"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         model = fast_model(self.data_plane, name, version)
         if model is None or not _middlewares_known(self.data_plane) \
                 or "content-encoding" in headers or not _json_content(headers.get("content-type")):
             state.delegated = True
-            return await self._mlserver(scope, receive, send)
+            return await delegate(scope, receive, send)
         limit = model.options.max_request_bytes  # the model's own, within the edge's server-wide one
         try:
             body = state.body = await read_body(receive, limit, headers.get("content-length"))
@@ -240,14 +247,15 @@ class RestInfer(BaseRoute):
             request = None
         if request is None:
             state.delegated = True
-            return await self._mlserver(scope, replay(body, receive), send)
+            return await delegate(scope, replay(body, receive), send)
         model.monitoring.fast_path_served()
         try:
             ce, n, outputs, names = infer(self.data_plane, model, name, version, request, headers, True)
         except MLServerError as e:  # headers: e.g. Retry-After of a 429 (runtime/ratelimit.py)
             state.answering = True
             return await _send(send, e.status_code, orjson.dumps({"error": str(e)}), getattr(e, "headers", ()))
-        body, extra = codec.json_response(model, request.id, n, outputs, names, ce, headers, model.options.gzip_level)
+        body, extra = codec.json_response(model, request.id, n, outputs, names, ce, headers, model.options.gzip_level,
+                                          gzip_middleware)
         state.answering = True
         await _send(send, 200, body, extra)
 
@@ -310,6 +318,113 @@ def install_route(app: Any, data_plane: Any) -> None:
     routes = app.router.routes
     if not any(isinstance(r, RestInfer) for r in routes):
         routes[0:0] = [RestInfer(app, data_plane, False), RestInfer(app, data_plane, True)]
+
+
+# ---- in front of the REST app's middleware ------------------------------------------------------
+
+class Front:
+    """The REST routes' answers given in front of the app's middleware (runtime/edge.py calls it for
+    every POST): the middleware stack (Starlette's error and exception layers, starlette_exporter's
+    metrics, GZip) costs more per request than the runtime's whole path. Taken only when the stack is
+    exactly what MLServer 1.7.1 builds (metrics, GZip; no CORS, no tracing, no other middleware) and
+    the metrics middleware has MLServer's options; then what those layers would do to the answer is
+    done here: the `rest_server_*` series on the same metric objects, `Vary` and compression as the
+    GZip middleware. Anything the route hands on goes through the whole app, the route stepping aside."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.routes: Optional[tuple] = None  # (unversioned, versioned) RestInfer once installed
+        self.plan: Any = None  # None: not checked yet; False: the stack is not the known one
+        self._series: dict = {}  # (route path, status) -> the request counter's and histogram's children
+
+    def _check(self) -> Any:
+        from fastapi.middleware.gzip import GZipMiddleware
+        from starlette_exporter import PrometheusMiddleware
+
+        metrics, gzip_level = None, None
+        for m in self.app.user_middleware:
+            if m.cls is PrometheusMiddleware and metrics is None:
+                metrics = PrometheusMiddleware(None, *m.args, **m.kwargs)
+                if (metrics.request_labels or metrics.response_labels or metrics.optional_metrics_list
+                        or metrics.exemplars or metrics.always_use_int_status or metrics.group_unhandled_paths
+                        or not metrics.group_paths or not metrics.filter_unhandled_paths or "POST" in metrics.skip_methods):
+                    return False
+            elif m.cls is GZipMiddleware and gzip_level is None:
+                gz = GZipMiddleware(None, *m.args, **m.kwargs)
+                if gz.minimum_size != codec.GZIP_MINIMUM_SIZE:
+                    return False
+                gzip_level = gz.compresslevel
+            else:  # CORS, tracing or anything else: its effect on an answer is not known here
+                return False
+        return metrics, gzip_level
+
+    def _route(self, scope: dict) -> Optional[RestInfer]:
+        if self.routes is None:
+            found = [r for r in self.app.router.routes if isinstance(r, RestInfer)]
+            if len(found) != 2:
+                return None  # no model on this path loaded yet
+            self.routes = (next(r for r in found if not r.versioned), next(r for r in found if r.versioned))
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        for route in self.routes:
+            target = _target(path, route.versioned)
+            if target is not None:
+                scope["insurance_target"] = target
+                return route
+        return None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        route = self._route(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None:
+            return await self.app(scope, receive, send)
+        if self.plan is None:
+            self.plan = self._check()
+        if self.plan is False:
+            return await self.app(scope, receive, send)
+        metrics, gzip_level = self.plan
+        if metrics is not None and any(p.fullmatch(scope["path"]) for p in metrics.skip_paths):
+            metrics = None
+        status, begin, end = None, time.perf_counter(), None
+        delegated = False
+
+        async def through_app(scope_: dict, receive_: Any, send_: Any) -> None:
+            nonlocal delegated
+            delegated = True  # the app's own middleware counts this one
+            await self.app({**scope_, "insurance_declined": True}, receive_, send_)
+
+        async def counted(message: dict) -> None:
+            nonlocal status, end
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                end = time.perf_counter()
+            await send(message)
+
+        if metrics is None:
+            return await route.answer(scope, receive, send, through_app, gzip_level)
+        progress = self._series.get("progress")
+        if progress is None:
+            progress = self._series["progress"] = metrics.requests_in_progress.labels("POST", metrics.app_name)
+        progress.inc()
+        try:
+            await route.answer(scope, receive, counted, through_app, gzip_level)
+        except Exception:
+            status = 500
+            raise
+        finally:
+            progress.dec()
+            if not delegated:
+                if status is None:  # as starlette_exporter: 499 when the client left before an answer
+                    status = 500 if sys.exc_info()[0] is not None else 499
+                series = self._series.get((route.path, status))
+                if series is None:  # two paths x a few statuses: bounded
+                    labels = ("POST", route.path, status, metrics.app_name)
+                    series = self._series[(route.path, status)] = (metrics.request_count.labels(*labels),
+                                                                   metrics.request_time.labels(*labels))
+                series[0].inc()
+                series[1].observe((end or time.perf_counter()) - begin)
 
 
 # ---- gRPC ---------------------------------------------------------------------------------------
@@ -488,6 +603,9 @@ def _install_rest() -> None:
         return await original(self, model)
 
     RESTServer.add_custom_handlers = add_custom_handlers
+    from . import edge
+
+    edge.wrap_app(Front)
 
 
 def _grpc_cell() -> Any:

@@ -438,3 +438,52 @@ def test_an_unexpected_error_in_the_request_path_falls_back_to_mlservers_per_req
         assert len(logged) == 1, logged  # once per error type, not per request
     finally:
         stop_server(srv)
+
+
+# ---- in front of MLServer's middleware (runtime/fastpath.py Front) -----------------------------
+
+def test_with_cors_configured_the_answers_keep_mlservers_cors_headers(tmp_path):
+    """The runtime's path answers in front of MLServer's middleware only when that middleware is the
+    known stack; with CORS configured it answers inside it, so the CORS headers stay."""
+    origin = "https://quotes.example"
+    settings = {"cors_settings": {"allow_origins": [origin]}}
+    expect = ["/v2/models/auto/ready"]
+    fast = start_server(copy_repository(tmp_path / "fast", ["auto"]), tmp_path, expect, extra_settings=settings)
+    try:
+        plain = start_server(copy_repository(tmp_path / "plain", ["auto"]), tmp_path, expect, extra_settings=settings,
+                             env={"INSURANCE_FAST_PATH": "false"})
+        try:
+            p = Pair(fast, plain)
+            before = fast_path_count(fast, "auto")
+            answers = [post(p, side, "/v2/models/auto/infer", request_json("auto"), {"Origin": origin})
+                       for side in ("fast", "plain")]
+            assert [a[0] for a in answers] == [200, 200]
+            assert [a[2].get("access-control-allow-origin") for a in answers] == [origin, origin]
+            assert answers[0][1] == answers[1][1]
+            assert fast_path_count(fast, "auto") == before + 1  # still the runtime's path, inside the middleware
+        finally:
+            stop_server(plain)
+    finally:
+        stop_server(fast)
+
+
+def test_gzip_level_0_compresses_as_mlservers_middleware(tmp_path):
+    """gzip_level 0 leaves compression to MLServer's GZip middleware (level 9); answered in front
+    of it, the runtime's path does what the middleware would."""
+    body = _rows(request_json("auto"), 200)
+    env = {"INSURANCE_GZIP_LEVEL": "0"}
+    fast = start_server(copy_repository(tmp_path / "fast", ["auto"]), tmp_path, ["/v2/models/auto/ready"], env=env)
+    try:
+        plain = start_server(copy_repository(tmp_path / "plain", ["auto"]), tmp_path, ["/v2/models/auto/ready"],
+                             env={**env, "INSURANCE_FAST_PATH": "false"})
+        try:
+            p = Pair(fast, plain)
+            (fs, fb, fh), (ps, pb_, ph) = [post(p, side, "/v2/models/auto/infer", body, {"Accept-Encoding": "gzip"})
+                                           for side in ("fast", "plain")]
+            assert fs == ps == 200
+            assert fh["content-encoding"] == ph["content-encoding"] == "gzip" and fh["vary"] == ph["vary"]
+            assert gzip.decompress(fb) == gzip.decompress(pb_) and fb[8] == pb_[8] == 2  # XFL 2: level 9
+        finally:
+            stop_server(plain)
+    finally:
+        stop_server(fast)

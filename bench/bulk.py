@@ -41,6 +41,21 @@ def _one_row(model: str) -> bytes:
     return json.dumps(examples.v2_request(model, rows=1)).encode()
 
 
+def _one_row_requests(port: int, model: str, count: int, label: str) -> None:
+    """`count` one-row requests, one after another on one connection; RuntimeError on any non-200."""
+    body = _one_row(model)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for _ in range(count):
+            conn.request("POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError(f"{label}: HTTP {r.status}")
+    finally:
+        conn.close()
+
+
 def _default_image() -> str:
     """`make image`'s tag: insurance-serving:<the project's version>."""
     import tomllib
@@ -184,15 +199,7 @@ class Bulk:
             run = self.start_a(label, extra, models=(model,), env=image_like)
             try:
                 after_load = run.rss_mb()
-                body = _one_row(model)
-                conn = http.client.HTTPConnection("127.0.0.1", run.http_port, timeout=10)
-                for _ in range(1000):
-                    conn.request("POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
-                    r = conn.getresponse()
-                    r.read()
-                    if r.status != 200:
-                        raise RuntimeError(f"{label}: HTTP {r.status}")
-                conn.close()
+                _one_row_requests(run.http_port, model, 1000, label)
                 maps = Path(f"/proc/{run.process.pid}/maps").read_text()
                 out[label] = {"cold_start_s": round(run.cold_start_s, 2), "rss_after_load_mb": round(after_load, 1),
                               "rss_after_1000_requests_mb": round(run.rss_mb(), 1),
@@ -223,16 +230,7 @@ class Bulk:
             try:
                 ready = c.wait_ready([f"/v2/models/{model}/ready"], timeout=180)
                 after_load = c.rss_mib()
-                port = c.ports[ctr.HTTP]
-                body = _one_row(model)
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                for _ in range(1000):
-                    conn.request("POST", f"/v2/models/{model}/infer", body, {"Content-Type": "application/json"})
-                    r = conn.getresponse()
-                    r.read()
-                    if r.status != 200:
-                        raise RuntimeError(f"{model} in the container: HTTP {r.status}")
-                conn.close()
+                _one_row_requests(c.ports[ctr.HTTP], model, 1000, f"{model} in the container")
                 after_requests = c.rss_mib()
                 # compiled trees (the image's default): the compiler runs in a child process once per pod
                 deadline = time.monotonic() + 120

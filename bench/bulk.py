@@ -236,7 +236,12 @@ class Bulk:
                 deadline = time.monotonic() + 120
                 while any("predictors.scoring" in p for p in c.processes()) and time.monotonic() < deadline:
                     time.sleep(0.5)
-                logs = c.logs()
+                settle = time.monotonic() + 5  # the server verifies and swaps the library after the child exits
+                while time.monotonic() < settle:
+                    logs = c.logs()
+                    if "scoring with compiled trees" in logs or "compiled trees unavailable" in logs:
+                        break
+                    time.sleep(0.25)
                 out[model] = {"cold_start_s": round(ready, 2), "rss_after_load_mb": round(after_load, 1),
                               "rss_after_1000_requests_mb": round(after_requests, 1),
                               "rss_server_alone_mb": round(c.rss_mib(), 1),

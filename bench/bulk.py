@@ -233,15 +233,11 @@ class Bulk:
                 _one_row_requests(c.ports[ctr.HTTP], model, 1000, f"{model} in the container")
                 after_requests = c.rss_mib()
                 # compiled trees (the image's default): the compiler runs in a child process once per pod
-                deadline = time.monotonic() + 120
-                while any("predictors.scoring" in p for p in c.processes()) and time.monotonic() < deadline:
-                    time.sleep(0.5)
-                settle = time.monotonic() + 5  # the server verifies and swaps the library after the child exits
-                while time.monotonic() < settle:
+                c.wait_children()
+                try:  # the server verifies and swaps the library after the child exits
+                    logs = c.wait_log("scoring with compiled trees", "compiled trees unavailable", timeout=5)
+                except ctr.EngineError:
                     logs = c.logs()
-                    if "scoring with compiled trees" in logs or "compiled trees unavailable" in logs:
-                        break
-                    time.sleep(0.25)
                 out[model] = {"cold_start_s": round(ready, 2), "rss_after_load_mb": round(after_load, 1),
                               "rss_after_1000_requests_mb": round(after_requests, 1),
                               "rss_server_alone_mb": round(c.rss_mib(), 1),
@@ -399,8 +395,8 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     steps = STEPS
     p = argparse.ArgumentParser(prog="python -m bench.bulk", description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per run")
-    p.add_argument("--repeats", type=int, default=1, help="runs per point")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per run")
+    p.add_argument("--repeats", type=int, default=3, help="rounds per point (ratios: the median of the rounds')")
     p.add_argument("--steps", nargs="*", choices=steps, default=list(steps))
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--image", default=_default_image(), help="image of the container step (default: %(default)s)")

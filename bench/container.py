@@ -125,6 +125,25 @@ class Container:
                 "    except OSError: pass")
         return [line for line in self.exec("python", "-c", code).splitlines() if line]
 
+    def wait_children(self, marker: str = "predictors.", timeout: float = 120) -> None:
+        """Until no process of the runtime's children (compiled trees, claims translation) runs."""
+        deadline = time.monotonic() + timeout
+        while any(marker in p and "insurance-mlserver" not in p for p in self.processes()):
+            if time.monotonic() > deadline:
+                raise EngineError(f"a child process ({marker}) still runs after {timeout} s:\n{self.logs()}")
+            time.sleep(0.5)
+
+    def wait_log(self, *texts: str, timeout: float = 10) -> str:
+        """The log once one of `texts` is in it (EngineError naming them after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            logs = self.logs()
+            if any(t in logs for t in texts):
+                return logs
+            if time.monotonic() > deadline:
+                raise EngineError(f"none of {texts} in the log after {timeout} s:\n{logs}")
+            time.sleep(0.25)
+
     def remove(self) -> None:
         wait = ["--time", "5"] if engine() == "podman" else []  # docker rm --force kills at once
         run_engine("rm", "--force", *wait, self.name, check=False, timeout=60)

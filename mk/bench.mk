@@ -28,5 +28,5 @@ bench: bench-deps ## Benchmark A/B/C/D on loopback into bench/results/ (~25 min;
 # Arguments of `python -m bench.bulk`, e.g. `make bench-bulk BULK_ARGS="--steps big_requests memory"`.
 BULK_ARGS ?=
 
-bench-bulk: bench-deps ## Big requests (1,000/10,000 rows: HTTP, HTTP+gzip, gRPC), one-vertical memory, cold start (~5 min) into bench/results/bulk.md
+bench-bulk: bench-deps ## Big requests (1,000/10,000 rows: HTTP, HTTP+gzip, gRPC), one-vertical memory, cold start (~6 min; in the image too after `make image`) into bench/results/bulk.md
 	$(PY) -m bench.bulk $(BULK_ARGS)

@@ -333,7 +333,6 @@ class Front:
 
     def __init__(self, app: Any):
         self.app = app
-        self.routes: Optional[tuple] = None  # (unversioned, versioned) RestInfer once installed
         self.plan: Any = None  # None: not checked yet; False: the stack is not the known one
         self._series: dict = {}  # (route path, status) -> the request counter's and histogram's children
 
@@ -359,19 +358,14 @@ class Front:
         return metrics, gzip_level
 
     def _route(self, scope: dict) -> Optional[RestInfer]:
-        if self.routes is None:
-            found = [r for r in self.app.router.routes if isinstance(r, RestInfer)]
-            if len(found) != 2:
-                return None  # no model on this path loaded yet
-            self.routes = (next(r for r in found if not r.versioned), next(r for r in found if r.versioned))
-        path = scope["path"]
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):]
-        for route in self.routes:
-            target = _target(path, route.versioned)
-            if target is not None:
-                scope["insurance_target"] = target
+        """The route the app's router would pick, if it is one of the runtime's (routes put before
+        them, such as the credential guard of runtime/auth.py, keep their turn)."""
+        for route in self.app.router.routes:
+            match, child = route.matches(scope)
+            if match == Match.FULL:
+                if not isinstance(route, RestInfer):
+                    return None
+                scope["insurance_target"] = child["insurance_target"]
                 return route
         return None
 

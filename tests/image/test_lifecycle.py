@@ -28,12 +28,12 @@ def test_image_size_and_contents(images, figures, container_factory):
     figures["baked image size (MB)"] = f"{baked / 1e6:.0f}"
     # the baked variant adds the models and nothing else (one layer; allow filesystem overhead)
     assert 0 < baked - plain < models + 1_000_000, (plain, baked, models)
-    # the runtime stage carries no build leftovers: sources, compilers, caches, byte-code
+    # the runtime stage carries no build leftovers: sources, compilers, caches (its byte-code is
+    # what the server and its children import, built on purpose: test_run.py)
     c = container_factory(images.plain, user="1000")
     check = ("import os, shutil, sys\n"
              "bad = [p for p in ('/src', '/root/.cache/pip', '/home/mlserver/.cache') if os.path.exists(p)]\n"
              "bad += [t for t in ('gcc', 'cc', 'git') if shutil.which(t)]\n"
-             "bad += [r for r, d, f in os.walk('/opt/venv') if r.endswith('__pycache__')][:3]\n"
              "sys.exit(' '.join(bad) or None)")
     c.exec("python", "-c", check)
 

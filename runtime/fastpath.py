@@ -323,8 +323,8 @@ def install_route(app: Any, data_plane: Any) -> None:
 # ---- in front of the REST app's middleware ------------------------------------------------------
 
 class Front:
-    """The REST routes' answers given in front of the app's middleware (runtime/edge.py calls it for
-    every POST): the middleware stack (Starlette's error and exception layers, starlette_exporter's
+    """The REST routes' answers given in front of the app's middleware (runtime/edge.py puts it in
+    the app's place; it passes on everything but POSTs its routes would take): the middleware stack (Starlette's error and exception layers, starlette_exporter's
     metrics, GZip) costs more per request than the runtime's whole path. Taken only when the stack is
     exactly what MLServer 1.7.1 builds (metrics, GZip; no CORS, no tracing, no other middleware) and
     the metrics middleware has MLServer's options; then what those layers would do to the answer is

@@ -324,16 +324,18 @@ def install_route(app: Any, data_plane: Any) -> None:
 
 class Front:
     """The REST routes' answers given in front of the app's middleware (runtime/edge.py puts it in
-    the app's place; it passes on everything but POSTs its routes would take): the middleware stack (Starlette's error and exception layers, starlette_exporter's
-    metrics, GZip) costs more per request than the runtime's whole path. Taken only when the stack is
-    exactly what MLServer 1.7.1 builds (metrics, GZip; no CORS, no tracing, no other middleware) and
-    the metrics middleware has MLServer's options; then what those layers would do to the answer is
-    done here: the `rest_server_*` series on the same metric objects, `Vary` and compression as the
-    GZip middleware. Anything the route hands on goes through the whole app, the route stepping aside."""
+    the app's place; it passes on everything but the POSTs its routes take): that stack (Starlette's
+    error and exception layers, starlette_exporter's metrics, GZip) costs more per request than the
+    runtime's whole path. Taken only when the stack is exactly what MLServer 1.7.1 builds (metrics,
+    GZip; no CORS, no tracing, no other middleware) and the metrics middleware has MLServer's
+    options; then what those layers would do to the answer is done here: the `rest_server_*` series
+    on the same metric objects, `Vary` and compression as the GZip middleware. Anything the route
+    hands on goes through the whole app, the route stepping aside."""
 
     def __init__(self, app: Any):
         self.app = app
         self.plan: Any = None  # None: not checked yet; False: the stack is not the known one
+        self._progress: Any = None  # the in-progress gauge's child
         self._series: dict = {}  # (route path, status) -> the request counter's and histogram's children
 
     def _check(self) -> Any:
@@ -398,9 +400,9 @@ class Front:
 
         if metrics is None:
             return await route.answer(scope, receive, send, through_app, gzip_level)
-        progress = self._series.get("progress")
+        progress = self._progress
         if progress is None:
-            progress = self._series["progress"] = metrics.requests_in_progress.labels("POST", metrics.app_name)
+            progress = self._progress = metrics.requests_in_progress.labels("POST", metrics.app_name)
         progress.inc()
         try:
             await route.answer(scope, receive, counted, through_app, gzip_level)

@@ -5,8 +5,8 @@
 entry point, runtime/main.py, before anything imports MLServer) puts a stand-in ``PandasCodec``
 in that module's place: registered under the same content type ("pd"), answering
 ``can_encode`` without pandas while pandas is not imported, and loading MLServer's own module (which
-then registers the real codec) the first time anything else is asked of it. So a "pd" request, a
-runtime that imports pandas, or the claims pipeline all get MLServer's codec, unchanged.
+then registers the real codec) the first time anything else is asked of it. So a "pd" request or
+a runtime that imports pandas gets MLServer's codec, unchanged.
 """
 
 from __future__ import annotations

@@ -65,10 +65,10 @@ async def load_settings(folder: str):
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "start":  # build, dockerfile, infer, init, --help, --version: MLServer's CLI
-        from mlserver.cli.main import root
+        from mlserver.cli.main import main as mlserver_main
 
         sys.argv = ["mlserver", *args]
-        root()
+        mlserver_main()  # its logging and event loop set up as `mlserver` does, then click (which exits)
         return 0
     parser = argparse.ArgumentParser(prog="insurance-mlserver start",
                                      description="Start serving the model repository FOLDER (as `mlserver start`).")

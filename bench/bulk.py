@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from runtime.serve import example_request
+
 from . import load, payloads, servers
 from .__main__ import log, machine
 
@@ -34,16 +36,9 @@ MODES = ("http", "http+gzip", "grpc")
 STEPS = ("inprocess", "scalar_rows", "grpc_interceptor", "big_requests", "single_row", "memory", "container", "profile")
 
 
-def _one_row(model: str) -> bytes:
-    """The shipped one-row example request of a model (predictors/examples), as JSON bytes."""
-    from predictors import examples
-
-    return json.dumps(examples.v2_request(model, rows=1)).encode()
-
-
 def _one_row_requests(port: int, model: str, count: int, label: str) -> None:
     """`count` one-row requests, one after another on one connection; RuntimeError on any non-200."""
-    body = _one_row(model)
+    body = example_request(model).encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         for _ in range(count):

@@ -142,8 +142,7 @@ def _patch_protocol(cls: Any) -> None:
         if app is None or getattr(config, "_insurance_edge_source", None) is not config.loaded_app:
             config._insurance_edge_source = config.loaded_app
             app = config._insurance_edge_app = BodyLimit(config.loaded_app, _settings.max_request_bytes)
-            _run_app_hooks(config.loaded_app)
-            _wrap_app(app)
+            _attach(app)
         self.app = app
 
     def connection_made(self, transport):
@@ -345,23 +344,6 @@ def on_app(hook: Any) -> None:
     _app_hooks.append(hook)
 
 
-def _run_app_hooks(app: Any) -> None:
-    from fastapi import FastAPI
-
-    for _ in range(8):  # uvicorn's wrappers (proxy headers, logging) each hold the next one as .app
-        if isinstance(app, FastAPI) or app is None:
-            break
-        app = getattr(app, "app", None)
-    if not isinstance(app, FastAPI):
-        logger.warning("edge: MLServer's REST app not found behind uvicorn's wrappers; its error format stays")
-        return
-    for hook in _app_hooks:
-        try:
-            hook(app)
-        except Exception as e:
-            logger.warning("edge: %s not installed (%s: %s)", getattr(hook, "__name__", hook), type(e).__name__, e)
-
-
 _app_wrappers: list = []
 
 
@@ -371,24 +353,31 @@ def wrap_app(wrapper: Any) -> None:
     _app_wrappers.append(wrapper)
 
 
-def _wrap_app(edge: Any) -> None:
+def _attach(edge: Any) -> None:
+    """Find MLServer's REST app behind the edge and uvicorn's wrappers (each holds the next one as
+    .app), run the on_app hooks on it, then put the wrap_app wrappers in its place."""
     from fastapi import FastAPI
 
-    parent = edge
+    parent, app = edge, getattr(edge, "app", None)
     for _ in range(8):
-        child = getattr(parent, "app", None)
-        if isinstance(child, FastAPI):
-            for wrapper in _app_wrappers:
-                try:
-                    child = wrapper(child)
-                except Exception as e:
-                    logger.warning("edge: %s not installed (%s: %s)", getattr(wrapper, "__name__", wrapper),
-                                   type(e).__name__, e)
-            parent.app = child
-            return
-        if child is None:
-            return
-        parent = child
+        if isinstance(app, FastAPI) or app is None:
+            break
+        parent, app = app, getattr(app, "app", None)
+    if not isinstance(app, FastAPI):
+        logger.warning("edge: MLServer's REST app not found behind uvicorn's wrappers; its error format stays")
+        return
+    for hook in _app_hooks:
+        try:
+            hook(app)
+        except Exception as e:
+            logger.warning("edge: %s not installed (%s: %s)", getattr(hook, "__name__", hook), type(e).__name__, e)
+    for wrapper in _app_wrappers:
+        try:
+            app = wrapper(app)
+        except Exception as e:
+            logger.warning("edge: %s not installed (%s: %s)", getattr(wrapper, "__name__", wrapper),
+                           type(e).__name__, e)
+    parent.app = app
 
 
 _settings = EdgeSettings.model_construct()  # the defaults until install() has read the environment

@@ -48,8 +48,9 @@ def server_address(repository: Path) -> tuple[str, int, int, int]:
             int(pick("metrics_port", 8082)))
 
 
-def example_request() -> str:
-    return json.dumps(examples.v2_request("auto", rows=1))
+def example_request(vertical: str = "auto") -> str:
+    """The vertical's one-row example request (predictors/examples), as JSON text."""
+    return json.dumps(examples.v2_request(vertical, rows=1))
 
 
 def is_ready(url: str, timeout: float = 1.0) -> bool:

@@ -20,8 +20,8 @@ from . import business
 from .bundle import load_model, read_manifest, verify_files
 from .cache import PredictionCache, request_key
 from .encoding import Batch, LeadEncoder, Normalizer, claims_frame
-from .scoring import BoosterScorer, CompiledScorer, compile_in_subprocess, default_cache_dir, library_path, linker, \
-    lleaves_available, load_verified_library, object_path, verified
+from .scoring import BoosterScorer, CompiledScorer, compile_in_subprocess, compiled_path, default_cache_dir, \
+    lleaves_available, load_verified_library, verified
 
 logger = logging.getLogger("predictors.predictor")
 from .spec import CLAIMS_TRIAGE, LEAD_SCORING, Config, Feature, load_config
@@ -194,9 +194,8 @@ class LeadScoringPredictor(Predictor):
         if self.folder is None:
             raise ValueError("compiled trees need the bundle folder (load the predictor with load_predictor)")
         model_file = Path(self.folder) / self.manifest["model_file"]
-        cache = Path(cache_dir or default_cache_dir())
-        if linker() is not None:
-            target = library_path(model_file, cache)
+        target = compiled_path(model_file, Path(cache_dir or default_cache_dir()))
+        if target.suffix == ".so":  # a linker made it a plain shared library
 
             def load() -> Any:
                 return load_verified_library(target, self.booster_scorer, self.model)
@@ -204,7 +203,6 @@ class LeadScoringPredictor(Predictor):
             logger.warning("%s: no linker (ld or cc) on PATH: compiled trees run in-process through llvmlite "
                            "(MCJIT), which keeps LLVM resident in this process (tens of MB); install binutils to "
                            "load them as a plain shared library", name)
-            target = object_path(model_file, cache)
 
             def load() -> Any:
                 scorer = CompiledScorer(model_file, target)

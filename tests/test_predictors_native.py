@@ -247,8 +247,7 @@ def test_the_cache_key_follows_the_cpu(monkeypatch):
 
 @pytest.mark.skipif(not lleaves_available(), reason="lleaves not installed (optional: compiled trees)")
 def test_without_a_linker_compiled_trees_run_through_llvmlite(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr("predictors.predictor.linker", lambda: None)
-    monkeypatch.setattr("predictors.scoring.linker", lambda: None)
+    monkeypatch.setattr("predictors.scoring.linker", lambda: None)  # compiled_path then names the object file
     predictor = load_predictor(shipped_bundle("auto"))
     with caplog.at_level(logging.WARNING, logger="predictors.predictor"):
         predictor.use_compiled_trees(tmp_path, background=False)
